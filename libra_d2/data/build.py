@@ -1,0 +1,36 @@
+"""Train/test data loaders: Detectron2's, with a resumable sampler and record-naming errors."""
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data.build import _train_loader_from_config
+from detectron2.data.samplers import TrainingSampler
+
+from .dataset_mapper import CheckedDatasetMapper
+from .resumable_sampler import ResumableSampler
+
+__all__ = ["build_resumable_train_loader", "resumable_train_loader", "build_test_loader"]
+
+
+def resumable_train_loader(dataset, *, mapper, sampler=None, **kwargs):
+    """``build_detection_train_loader(dataset, mapper=..., sampler=..., **kwargs)`` whose sampler is
+    wrapped in a :class:`ResumableSampler`, reachable as ``loader.resumable_sampler`` (the trainers'
+    :class:`~libra_d2.engine.ExactResume` hook sets its start). Usable from lazy configs."""
+    if sampler is None:
+        sampler = TrainingSampler(len(dataset))
+    sampler = ResumableSampler(sampler)
+    loader = build_detection_train_loader(dataset, mapper=mapper, sampler=sampler, **kwargs)
+    loader.resumable_sampler = sampler
+    return loader
+
+
+def build_resumable_train_loader(cfg, mapper=None):
+    """The train loader Detectron2 builds from ``cfg`` (``DATALOADER.SAMPLER_TRAIN``:
+    TrainingSampler or RepeatFactorTrainingSampler, aspect-ratio grouping, workers), resumable, with
+    a mapper whose errors name the record."""
+    if mapper is None:
+        mapper = CheckedDatasetMapper(cfg, is_train=True)
+    return resumable_train_loader(**_train_loader_from_config(cfg, mapper=mapper))
+
+
+def build_test_loader(cfg, dataset_name, mapper=None):
+    if mapper is None:
+        mapper = CheckedDatasetMapper(cfg, is_train=False)
+    return build_detection_test_loader(cfg, dataset_name, mapper=mapper)

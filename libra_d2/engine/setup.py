@@ -1,0 +1,96 @@
+"""Turn command-line arguments into a checked, frozen config: the shared set-up of the launchers."""
+import difflib
+import logging
+import os
+
+import torch
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import default_setup
+
+from ..config import add_libra_config
+
+__all__ = ["ConfigError", "DatasetError", "setup_cfg", "check_datasets", "merge_cfg_checked"]
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A config names a key that does not exist or a value that cannot be used."""
+
+
+class DatasetError(RuntimeError):
+    """A dataset named by the config is unknown, or its files are missing."""
+
+
+def _all_keys(cfg: CfgNode, prefix=""):
+    for k, v in cfg.items():
+        full = prefix + k
+        yield full
+        if isinstance(v, CfgNode):
+            yield from _all_keys(v, full + ".")
+
+
+def _suggest(name, candidates):
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    return " Did you mean: {}?".format(", ".join(close)) if close else ""
+
+
+def merge_cfg_checked(cfg: CfgNode, config_file: str = None, opts=()):
+    """``merge_from_file`` + ``merge_from_list`` whose errors name the bad key and the closest
+    existing ones."""
+    source = config_file or "command-line overrides"
+    try:
+        if config_file:
+            if not os.path.isfile(config_file):
+                raise ConfigError("config file not found: {}".format(config_file))
+            cfg.merge_from_file(config_file)
+        source = "command-line overrides"
+        cfg.merge_from_list(list(opts))
+    except KeyError as e:
+        msg = str(e.args[0]) if e.args else str(e)
+        key = msg.split(":")[-1].strip()
+        raise ConfigError(
+            "unknown config key '{}' in {}.{}".format(key, source, _suggest(key, _all_keys(cfg)))
+        ) from None
+    return cfg
+
+
+def check_datasets(names):
+    """Fail before training when a dataset in ``names`` is unknown or its files are missing."""
+    registered = DatasetCatalog.list()
+    for name in names:
+        if name not in registered:
+            raise DatasetError(
+                "dataset '{}' (in DATASETS.TRAIN/TEST) is not registered.{} Registered datasets "
+                "include the Detectron2 builtins (coco_2017_*, lvis_v1_*, voc_*) and lt_shapes_train/"
+                "lt_shapes_val.".format(name, _suggest(name, registered))
+            )
+        meta = MetadataCatalog.get(name)
+        for field in ("json_file", "image_root", "dirname"):
+            path = meta.get(field, None)
+            if path and not os.path.exists(path):
+                hint = (
+                    "generate it with `make data` (or python -m libra_d2.data.lt_shapes)"
+                    if name.startswith("lt_shapes")
+                    else "see datasets/README.md for the expected layout under $DETECTRON2_DATASETS"
+                )
+                raise DatasetError(
+                    "dataset '{}': {} not found: {}; {}".format(name, field, path, hint)
+                )
+
+
+def setup_cfg(args, *, do_default_setup=True):
+    """Build the config from ``args`` (Detectron2's argument parser), check it, freeze it, and
+    run Detectron2's ``default_setup`` (logging, output dir, seeding, saving the config)."""
+    cfg = get_cfg()
+    add_libra_config(cfg)
+    merge_cfg_checked(cfg, args.config_file, args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE=%s but CUDA is not available: using cpu", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    if do_default_setup:
+        default_setup(cfg, args)
+    check_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    return cfg

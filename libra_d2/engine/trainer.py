@@ -1,0 +1,101 @@
+"""``LibraTrainer``: the DefaultTrainer every libra_d2 method trains with."""
+import logging
+import weakref
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import DefaultTrainer, TrainerBase, hooks
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..data.build import build_resumable_train_loader, build_test_loader
+from ..evaluation import build_evaluator
+from ..utils.compat import DEFAULT_TRAINER_CHECKPOINTS_OPTIMIZER, create_ddp_model
+from .hooks import ExactResume, ProgressBar
+from .train_loop import LibraTrainLoop, capture_rng_state, restore_rng_state
+
+__all__ = ["LibraTrainer"]
+
+logger = logging.getLogger(__name__)
+
+
+class LibraTrainer(DefaultTrainer):
+    """Detectron2's ``DefaultTrainer`` with:
+
+    * evaluators chosen from the dataset's ``evaluator_type`` (COCO, LVIS, Pascal VOC);
+    * repeat-factor sampling through Detectron2's ``DATALOADER.SAMPLER_TRAIN``;
+    * DDP on CPU (gloo) as well as GPU, and exact ``--resume`` (see :class:`ExactResume`);
+    * ``after_backward`` hooks on every Detectron2 version (see :class:`LibraTrainLoop`);
+    * evaluation that never disturbs the training RNG streams.
+
+    Later methods add their hooks in :meth:`build_hooks`.
+    """
+
+    def __init__(self, cfg):
+        # Same steps as DefaultTrainer.__init__, with a DDP wrapper that accepts CPU modules and a
+        # train loop that has after_backward hooks and a resumable data stream.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        self.cfg = cfg
+
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = build_resumable_train_loader(cfg)
+        model = create_ddp_model(model, broadcast_buffers=False)
+        self._trainer = LibraTrainLoop(
+            model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED, hook_owner=self
+        )
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        ret = super().build_hooks()
+        images_per_process = self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+        # The resume hook must capture the RNG state before anything after it may draw from it.
+        ckpt_idx = next(
+            (i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicCheckpointer)), len(ret)
+        )
+        sampler = getattr(self._trainer.train_loader, "resumable_sampler", None)
+        ret.insert(ckpt_idx, ExactResume(sampler, images_per_process))
+        writer_idx = next(
+            (i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)), len(ret)
+        )
+        ret.insert(writer_idx, ProgressBar())
+        return ret
+
+    if not DEFAULT_TRAINER_CHECKPOINTS_OPTIMIZER:
+        # Detectron2 0.6 leaves the optimizer out of checkpoints; save and restore it the way
+        # Detectron2 main does (same key), so checkpoints are interchangeable.
+        def state_dict(self):
+            ret = super().state_dict()
+            ret["_trainer"] = self._trainer.state_dict()
+            return ret
+
+        def load_state_dict(self, state_dict):
+            super().load_state_dict(state_dict)
+            self._trainer.load_state_dict(state_dict["_trainer"])
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_resumable_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        # Evaluation draws from the global RNGs (data-loader seeds); keep training's streams intact.
+        state = capture_rng_state()
+        try:
+            return super().test(cfg, model, evaluators)
+        finally:
+            restore_rng_state(state)

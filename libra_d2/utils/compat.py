@@ -1,0 +1,98 @@
+"""Everything that differs between Detectron2 0.6 (the PyPI source release) and Detectron2 main.
+
+Both report ``__version__ == "0.6"``, so every difference is detected by feature, never by version.
+This module is the single place that knows about them.
+"""
+import importlib
+import inspect
+import logging
+
+import torch
+import torch.distributed as dist
+from detectron2.utils import comm
+
+logger = logging.getLogger(__name__)
+
+
+def _compiled_ops_available() -> bool:
+    """True when ``detectron2._C`` is the real compiled extension (not libra_d2's stand-in)."""
+    try:
+        _C = importlib.import_module("detectron2._C")
+    except ImportError:
+        return False
+    return not getattr(_C, "IS_STANDIN", False)
+
+
+#: Detectron2 was built with its C++/CUDA ops (rotated boxes, deformable conv, fast COCOeval, ...).
+HAS_COMPILED_OPS = _compiled_ops_available()
+#: ``COCOEvaluator(use_fast_impl=True)`` needs the compiled COCOeval.
+HAS_FAST_COCOEVAL = HAS_COMPILED_OPS
+
+
+def _has_after_backward() -> bool:
+    from detectron2.engine import HookBase
+
+    return hasattr(HookBase, "after_backward")
+
+
+#: ``HookBase.after_backward`` exists (Detectron2 main only). libra_d2's train loop calls the hooks'
+#: ``after_backward`` itself, so hooks work on both versions.
+HAS_AFTER_BACKWARD_HOOK = _has_after_backward()
+
+
+def _fast_rcnn_supports_sigmoid_ce() -> bool:
+    from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
+
+    return "use_sigmoid_ce" in inspect.signature(FastRCNNOutputLayers.__init__).parameters
+
+
+#: ``FastRCNNOutputLayers(use_sigmoid_ce=..., use_fed_loss=...)`` exist (main only).
+HAS_SIGMOID_CE_BOX_PREDICTOR = _fast_rcnn_supports_sigmoid_ce()
+
+
+def _default_trainer_checkpoints_optimizer() -> bool:
+    from detectron2.engine import DefaultTrainer
+
+    return "state_dict" in DefaultTrainer.__dict__
+
+
+#: ``DefaultTrainer.state_dict()`` includes the inner loop's state (optimizer, grad scaler). Not in
+#: 0.6, whose checkpoints therefore resume with fresh optimizer state (momentum lost).
+DEFAULT_TRAINER_CHECKPOINTS_OPTIMIZER = _default_trainer_checkpoints_optimizer()
+
+
+def create_ddp_model(model, *, fp16_compression=False, **kwargs):
+    """Detectron2's ``create_ddp_model`` that also works for CPU modules.
+
+    Both Detectron2 versions pass ``device_ids=[local_rank]``, which DDP rejects for a module whose
+    parameters are on the CPU; there ``device_ids`` must be None.
+    """
+    if comm.get_world_size() == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    on_cuda = next(model.parameters()).is_cuda
+    kwargs.setdefault("device_ids", [comm.get_local_rank()] if on_cuda else None)
+    ddp = DistributedDataParallel(model, **kwargs)
+    if fp16_compression and on_cuda:
+        from torch.distributed.algorithms.ddp_comm_hooks import default as comm_hooks
+
+        ddp.register_comm_hook(state=None, hook=comm_hooks.fp16_compress_hook)
+    return ddp
+
+
+def create_local_process_group(num_workers_per_machine: int) -> None:
+    """Create the per-machine process group Detectron2's ``comm.get_local_rank()`` relies on."""
+    if hasattr(comm, "create_local_process_group"):  # main
+        comm.create_local_process_group(num_workers_per_machine)
+        return
+    # 0.6: the group is created inline by its launcher; do the same.
+    world_size = dist.get_world_size()
+    rank = dist.get_rank()
+    num_machines = world_size // num_workers_per_machine
+    for i in range(num_machines):
+        ranks_on_i = list(range(i * num_workers_per_machine, (i + 1) * num_workers_per_machine))
+        pg = dist.new_group(ranks_on_i)
+        if i == rank // num_workers_per_machine:
+            comm._LOCAL_PROCESS_GROUP = pg
+

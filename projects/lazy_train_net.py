@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Train or evaluate a model from a lazy (Python) config: LazyConfig + LazyCall + instantiate.
+
+    python projects/lazy_train_net.py --config-file configs/LT-Shapes/lazy/faster_rcnn_R_18_FPN_tiny.py
+    python projects/lazy_train_net.py --config-file ... train.max_iter=100 train.output_dir=out
+    python projects/lazy_train_net.py --config-file ... --eval-only train.init_checkpoint=out/model_final.pth
+    python projects/lazy_train_net.py --config-file ... --num-gpus 2 --resume
+
+The config provides ``model``, ``dataloader.train/test/evaluator``, ``optimizer``, ``lr_multiplier``
+and ``train`` (see Detectron2's ``common/train.py``). Same launcher, trainer loop, exact resume and
+CPU/GPU multi-process support as ``train_net.py``.
+"""
+import json
+import logging
+import os
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import LazyConfig, instantiate
+from detectron2.engine import default_argument_parser, default_setup, default_writers, hooks
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+
+import libra_d2  # noqa: F401  (registers every component)
+from libra_d2.engine import ExactResume, LibraTrainLoop, ProgressBar, check_datasets, launch
+from libra_d2.engine.train_loop import capture_rng_state, restore_rng_state
+from libra_d2.utils.compat import create_ddp_model
+
+logger = logging.getLogger("libra_d2.lazy_train_net")
+
+
+def do_test(cfg, model):
+    if "evaluator" not in cfg.dataloader:
+        return {}
+    state = capture_rng_state()  # evaluation must not disturb the training RNG streams
+    try:
+        ret = inference_on_dataset(
+            model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+        )
+    finally:
+        restore_rng_state(state)
+    if comm.is_main_process():
+        print_csv_format(ret)
+        with open(os.path.join(cfg.train.output_dir, "eval_results.json"), "w") as f:
+            json.dump(ret, f, indent=2)
+    return ret
+
+
+def do_train(args, cfg):
+    model = instantiate(cfg.model)
+    logger.info("Model:\n{}".format(model))
+    model.to(cfg.train.device)
+
+    cfg.optimizer.params.model = model
+    optim = instantiate(cfg.optimizer)
+    train_loader = instantiate(cfg.dataloader.train)
+    model = create_ddp_model(model, **cfg.train.ddp)
+    trainer = LibraTrainLoop(model, train_loader, optim, amp=cfg.train.amp.enabled)
+    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    images_per_process = cfg.dataloader.train.total_batch_size // comm.get_world_size()
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            ExactResume(getattr(train_loader, "resumable_sampler", None), images_per_process),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+            if comm.is_main_process()
+            else None,
+            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+            ProgressBar(),
+            hooks.PeriodicWriter(
+                default_writers(cfg.train.output_dir, cfg.train.max_iter),
+                period=cfg.train.log_period,
+            )
+            if comm.is_main_process()
+            else None,
+        ]
+    )
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    trainer.train(start_iter, cfg.train.max_iter)
+
+
+def _dataset_names(cfg):
+    """Dataset names a lazy config's data loaders read, for the pre-flight check."""
+    names = []
+    for split in ("train", "test"):
+        try:
+            value = cfg.dataloader[split].dataset.names
+        except (AttributeError, KeyError):
+            continue
+        names += [value] if isinstance(value, str) else list(value)
+    return names
+
+
+def main(args):
+    cfg = LazyConfig.load(args.config_file)
+    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    default_setup(cfg, args)
+    check_datasets(_dataset_names(cfg))
+    if args.eval_only:
+        model = instantiate(cfg.model)
+        model.to(cfg.train.device)
+        model = create_ddp_model(model)
+        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        return do_test(cfg, model)
+    do_train(args, cfg)  # its EvalHook evaluates at the end of training
+
+
+def cli(argv=None):
+    args = default_argument_parser().parse_args(argv)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    cli()

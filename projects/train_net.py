@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Train or evaluate a libra_d2 / Detectron2 model from a YAML config.
+
+    python projects/train_net.py --config-file configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml
+    python projects/train_net.py --config-file ... --num-gpus 8                # one machine
+    python projects/train_net.py --config-file ... --num-gpus 8 --num-machines 2 \
+        --machine-rank 0 --dist-url tcp://<host0>:<port>                       # several machines
+    python projects/train_net.py --config-file ... --resume                    # continue exactly
+    python projects/train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_final.pth
+
+Without CUDA, ``--num-gpus N`` starts N CPU processes that communicate over gloo.
+"""
+import json
+import logging
+import os
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser
+from detectron2.evaluation import print_csv_format, verify_results
+from detectron2.utils import comm
+
+import libra_d2  # noqa: F401  (registers every component)
+from libra_d2.engine import LibraTrainer, launch, setup_cfg
+
+logger = logging.getLogger("libra_d2.train_net")
+
+
+def save_results(cfg, results):
+    """Write the final evaluation results next to the checkpoints (main process)."""
+    if not comm.is_main_process() or not results:
+        return
+    path = os.path.join(cfg.OUTPUT_DIR, "eval_results.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    logger.info("Evaluation results written to %s", path)
+
+
+def main(args):
+    cfg = setup_cfg(args)
+    if args.eval_only:
+        model = LibraTrainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        results = LibraTrainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+            print_csv_format(results)
+        save_results(cfg, results)
+        return results
+
+    trainer = LibraTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    results = trainer.train()
+    save_results(cfg, results or getattr(trainer, "_last_eval_results", None))
+    return results
+
+
+def cli(argv=None):
+    args = default_argument_parser().parse_args(argv)
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    cli()
