@@ -10,6 +10,7 @@ import warnings
 # current torch/setuptools warn about both on every import. Nothing a user can act on.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated", category=UserWarning)
+warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning)
 
 from .config import add_libra_config  # noqa: E402
 from . import data  # noqa: F401,E402  (registers datasets)

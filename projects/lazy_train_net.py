@@ -14,13 +14,13 @@ import json
 import logging
 import os
 
+import libra_d2  # noqa: F401  (first: registers every component, quiets import warnings)
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import default_argument_parser, default_setup, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
-import libra_d2  # noqa: F401  (registers every component)
 from libra_d2.engine import ExactResume, LibraTrainLoop, ProgressBar, check_datasets, launch
 from libra_d2.engine.train_loop import capture_rng_state, restore_rng_state
 from libra_d2.utils.compat import create_ddp_model

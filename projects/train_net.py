@@ -14,12 +14,12 @@ import json
 import logging
 import os
 
+import libra_d2  # noqa: F401  (first: registers every component, quiets import warnings)
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser
 from detectron2.evaluation import print_csv_format, verify_results
 from detectron2.utils import comm
 
-import libra_d2  # noqa: F401  (registers every component)
 from libra_d2.engine import LibraTrainer, launch, setup_cfg
 
 logger = logging.getLogger("libra_d2.train_net")

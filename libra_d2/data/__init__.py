@@ -1,6 +1,6 @@
 """Datasets and data loading. Importing this registers LT-Shapes (lt_shapes_train, lt_shapes_val);
 Detectron2 itself registers the COCO, LVIS and Pascal VOC builtins."""
-from .build import build_resumable_train_loader, build_test_loader
+from .build import build_resumable_train_loader, build_test_loader, resumable_train_loader
 from .dataset_mapper import CheckedDatasetMapper, RecordError
 from .lt_shapes import register_lt_shapes
 from .resumable_sampler import ResumableSampler
@@ -14,4 +14,5 @@ __all__ = [
     "build_resumable_train_loader",
     "build_test_loader",
     "register_lt_shapes",
+    "resumable_train_loader",
 ]

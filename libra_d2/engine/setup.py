@@ -47,8 +47,12 @@ def merge_cfg_checked(cfg: CfgNode, config_file: str = None, opts=()):
             cfg.merge_from_file(config_file)
         source = "command-line overrides"
         cfg.merge_from_list(list(opts))
-    except KeyError as e:
+    except (KeyError, AssertionError, ValueError) as e:
+        # yacs: KeyError "Non-existent config key: X" (files), AssertionError "Non-existent key: X"
+        # (overrides), AssertionError/ValueError for malformed override lists or values.
         msg = str(e.args[0]) if e.args else str(e)
+        if "Non-existent" not in msg:
+            raise ConfigError("invalid config in {}: {}".format(source, msg)) from None
         key = msg.split(":")[-1].strip()
         raise ConfigError(
             "unknown config key '{}' in {}.{}".format(key, source, _suggest(key, _all_keys(cfg)))

@@ -5,6 +5,7 @@ from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
 from detectron2.evaluation import LVISEvaluator
+from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
@@ -24,12 +25,15 @@ model.backbone.bottom_up = L(ResNet)(
     freeze_at=0,
 )
 model.backbone.out_channels = 64
+model.proposal_generator.head.in_channels = 64
 model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256]]
 model.proposal_generator.pre_nms_topk = (1000, 500)
 model.proposal_generator.post_nms_topk = (500, 300)
 model.roi_heads.num_classes = 32
 model.roi_heads.batch_size_per_image = 128
+model.roi_heads.box_head.input_shape = ShapeSpec(channels=64, height=7, width=7)
 model.roi_heads.box_head.fc_dims = [256, 256]
+model.roi_heads.box_predictor.input_shape = ShapeSpec(channels=256)
 model.roi_heads.mask_in_features = None
 model.roi_heads.mask_pooler = None
 model.roi_heads.mask_head = None

@@ -1,0 +1,104 @@
+"""``LibraROIHeads``: Detectron2's ``StandardROIHeads`` with Libra R-CNN's sample-level balance
+(IoU-balanced negatives; instance- or class-balanced positives) and its box predictor
+(:class:`LibraFastRCNNOutputLayers`). Masks work as in ``StandardROIHeads`` (Libra Mask R-CNN)."""
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
+from detectron2.structures import pairwise_iou
+from detectron2.utils.events import get_event_storage
+
+from ..matcher import build_matcher
+from ..sampling import LibraSamplingConfig, libra_subsample_labels, sampling_config_from_cfg
+from .fast_rcnn import LibraFastRCNNOutputLayers
+
+__all__ = ["LibraROIHeads"]
+
+#: Negatives above this IoU are "hard" in the paper's Fig. 3; their share is logged every step.
+HARD_NEGATIVE_IOU = 0.05
+
+
+@ROI_HEADS_REGISTRY.register()
+class LibraROIHeads(StandardROIHeads):
+    @configurable
+    def __init__(self, *, sampling: LibraSamplingConfig = LibraSamplingConfig(), **kwargs):
+        """
+        Args:
+            sampling: how RoIs are subsampled for training; the default is Detectron2's.
+            kwargs: ``StandardROIHeads`` arguments.
+        """
+        super().__init__(**kwargs)
+        self.sampling = sampling
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["sampling"] = sampling_config_from_cfg(cfg.MODEL.ROI_HEADS.SAMPLER)
+        # A matcher from libra_d2's MATCHER_REGISTRY that also reports every proposal's max IoU
+        # (``match_with_quality``), which IoU-balanced sampling bins on.
+        ret["proposal_matcher"] = build_matcher(
+            cfg.MODEL.ROI_HEADS.MATCHER,
+            thresholds=cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS,
+            labels=cfg.MODEL.ROI_HEADS.IOU_LABELS,
+            allow_low_quality_matches=False,
+        )
+        return ret
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape):
+        ret = super()._init_box_head(cfg, input_shape)
+        ret["box_predictor"] = LibraFastRCNNOutputLayers(cfg, ret["box_head"].output_shape)
+        return ret
+
+    def _sample_proposals_balanced(self, matched_idxs, matched_labels, max_ious, gt_classes):
+        """``_sample_proposals`` with Libra sampling; also returns the sampled negatives' IoUs."""
+        if gt_classes.numel() > 0:
+            labels = gt_classes[matched_idxs]
+            labels[matched_labels == 0] = self.num_classes
+            labels[matched_labels == -1] = -1
+        else:
+            labels = torch.zeros_like(matched_idxs) + self.num_classes
+        s = self.sampling
+        fg_idxs, bg_idxs = libra_subsample_labels(
+            labels, self.batch_size_per_image, self.positive_fraction, self.num_classes,
+            max_ious=max_ious, matched_idxs=matched_idxs, pos_sampling=s.pos_sampling,
+            neg_sampling=s.neg_sampling, num_bins=s.num_bins, floor_thr=s.floor_thr,
+            floor_fraction=s.floor_fraction, iou_upper=s.iou_upper,
+        )
+        sampled_idxs = torch.cat([fg_idxs, bg_idxs], dim=0)
+        return sampled_idxs, labels[sampled_idxs], max_ious[bg_idxs]
+
+    @torch.no_grad()
+    def label_and_sample_proposals(self, proposals, targets):
+        if self.proposal_append_gt:
+            proposals = add_ground_truth_to_proposals(targets, proposals)
+        proposals_with_gt, num_fg, num_bg, neg_ious = [], [], [], []
+        for proposals_per_image, targets_per_image in zip(proposals, targets):
+            has_gt = len(targets_per_image) > 0
+            quality = pairwise_iou(targets_per_image.gt_boxes, proposals_per_image.proposal_boxes)
+            matched_idxs, matched_labels, max_ious = self.proposal_matcher.match_with_quality(quality)
+            sampled_idxs, gt_classes, bg_ious = self._sample_proposals_balanced(
+                matched_idxs, matched_labels, max_ious, targets_per_image.gt_classes
+            )
+            proposals_per_image = proposals_per_image[sampled_idxs]
+            proposals_per_image.gt_classes = gt_classes
+            if has_gt:
+                sampled_targets = matched_idxs[sampled_idxs]
+                for name, value in targets_per_image.get_fields().items():
+                    if name.startswith("gt_") and not proposals_per_image.has(name):
+                        proposals_per_image.set(name, value[sampled_targets])
+            num_bg.append((gt_classes == self.num_classes).sum().item())
+            num_fg.append(gt_classes.numel() - num_bg[-1])
+            neg_ious.append(bg_ious)
+            proposals_with_gt.append(proposals_per_image)
+
+        storage = get_event_storage()
+        storage.put_scalar("roi_head/num_fg_samples", np.mean(num_fg))
+        storage.put_scalar("roi_head/num_bg_samples", np.mean(num_bg))
+        neg_ious = torch.cat(neg_ious)
+        if neg_ious.numel():
+            storage.put_scalar(
+                "roi_head/hard_neg_fraction", (neg_ious > HARD_NEGATIVE_IOU).float().mean().item()
+            )
+        return proposals_with_gt

@@ -1,0 +1,47 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Overrides that make the tiny LT-Shapes configs fit the 64 px "tiny" preset and run in seconds.
+TINY_INPUT = [
+    "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
+    "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
+]
+
+
+@pytest.fixture(scope="session")
+def lt_shapes_tiny(tmp_path_factory):
+    """The tiny LT-Shapes preset, generated once per test session; returns its datasets root
+    (the value for $DETECTRON2_DATASETS) and registers it in this process."""
+    from libra_d2.data.lt_shapes import generate_lt_shapes, register_lt_shapes
+
+    datasets_root = tmp_path_factory.mktemp("datasets")
+    root = datasets_root / "lt_shapes"
+    generate_lt_shapes(str(root), preset="tiny", verbose=False)
+    register_lt_shapes(str(root))
+    yield str(datasets_root)
+    register_lt_shapes()  # back to the default location
+
+
+@pytest.fixture
+def run_script(lt_shapes_tiny):
+    """Run a project script in a fresh interpreter against the tiny dataset; returns the
+    CompletedProcess (stdout and stderr merged)."""
+
+    def run(script, *args, check=True, timeout=600):
+        env = dict(os.environ, DETECTRON2_DATASETS=lt_shapes_tiny, PYTHONUNBUFFERED="1")
+        proc = subprocess.run(
+            [sys.executable, os.path.join(REPO_ROOT, script), *args],
+            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                "{} failed with exit code {}:\n{}".format(script, proc.returncode, proc.stdout[-6000:])
+            )
+        return proc
+
+    return run

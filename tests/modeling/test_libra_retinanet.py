@@ -1,0 +1,158 @@
+"""LibraRetinaNet: exactly Detectron2's RetinaNet with a Detectron2 box loss type; Balanced L1 /
+LGR-L1 when selected; config reading; the tiny Libra RetinaNet config trains end to end."""
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import META_ARCH_REGISTRY, build_model
+from detectron2.modeling.meta_arch import RetinaNet
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from libra_d2.config import add_libra_config
+from libra_d2.layers.balanced_l1 import balanced_l1_loss
+from libra_d2.layers.gradient_reweighting import lgr_l1_loss
+from libra_d2.modeling.meta_arch import LibraRetinaNet
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def cfg_from(path, **overrides):
+    cfg = get_cfg()
+    add_libra_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO_ROOT, path))
+    for k, v in overrides.items():
+        node = cfg
+        *parents, leaf = k.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = v
+    return cfg
+
+
+def batched_inputs(size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for boxes, classes in (([[4, 6, 30, 40], [20, 10, 60, 50]], [1, 5]), ([[10, 12, 50, 44]], [31])):
+        inst = Instances((size, size))
+        inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+        inst.gt_classes = torch.tensor(classes)
+        out.append({"image": torch.rand(3, size, size, generator=g) * 255, "instances": inst})
+    return out
+
+
+def train_losses(model, inputs):
+    torch.manual_seed(0)
+    with EventStorage() as storage:
+        losses = model(inputs)
+        scalars = {k: v[0] for k, v in storage.latest().items()}
+    return losses, scalars
+
+
+# ----------------------------------------------------------------------------- registry / config
+
+
+def test_registered_and_config():
+    assert META_ARCH_REGISTRY.get("LibraRetinaNet") is LibraRetinaNet
+    cfg = cfg_from("configs/LT-Shapes/libra_retinanet_R_18_FPN_tiny.yaml")
+    model = build_model(cfg)
+    assert isinstance(model, LibraRetinaNet)
+    assert model.box_reg_loss_type == "balanced_l1"
+    assert model.balanced_l1 == {"alpha": 0.5, "gamma": 1.5, "beta": 0.11}
+    assert model.backbone.refine_level == 1  # BFP refined at P4 of P3-P7
+
+
+def test_missing_libra_config_is_named():
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs/Base-RetinaNet.yaml"))
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    with pytest.raises(KeyError, match="add_libra_config"):
+        LibraRetinaNet(cfg)
+
+
+# ----------------------------------------------------------------------------- exactness
+
+
+@pytest.mark.parametrize("loss_type", ["smooth_l1", "giou"])
+def test_equals_detectron2_retinanet(loss_type):
+    cfg = cfg_from(
+        "configs/LT-Shapes/retinanet_R_18_FPN_tiny.yaml",
+        **{"MODEL.RETINANET.BBOX_REG_LOSS_TYPE": loss_type, "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA": 0.1},
+    )
+    torch.manual_seed(0)
+    ref = RetinaNet(cfg).train()
+    ours = LibraRetinaNet(cfg).train()
+    ours.load_state_dict(ref.state_dict())
+    inputs = batched_inputs()
+    for _ in range(2):  # twice: the EMA loss normaliser evolves identically too
+        l_ref, s_ref = train_losses(ref, inputs)
+        l_ours, s_ours = train_losses(ours, inputs)
+        assert l_ref.keys() == l_ours.keys()
+        for k in l_ref:
+            assert torch.equal(l_ref[k], l_ours[k]), k
+        assert s_ref == s_ours and s_ours["num_pos_anchors"] > 0
+    assert ref.loss_normalizer == ours.loss_normalizer
+
+
+def dense_case(num_classes, seed=0):
+    """Direct inputs of ``losses``: one level of R anchors, N = 2 images."""
+    g = torch.Generator().manual_seed(seed)
+    R = 60
+    xy = torch.rand(R, 2, generator=g) * 40
+    anchors = [Boxes(torch.cat([xy, xy + 8 + torch.rand(R, 2, generator=g) * 20], 1))]
+    gt_labels = [torch.randint(-1, num_classes + 1, (R,), generator=g) for _ in range(2)]
+    gt_boxes = [anchors[0].tensor + torch.randn(R, 4, generator=g) * 3 for _ in range(2)]
+    pred_logits = [torch.randn(2, R, num_classes, generator=g)]
+    pred_deltas = [torch.randn(2, R, 4, generator=g) * 0.2]
+    return anchors, pred_logits, gt_labels, pred_deltas, gt_boxes
+
+
+@pytest.mark.parametrize("loss_type,fn", [("balanced_l1", balanced_l1_loss), ("lgr_l1", lgr_l1_loss)])
+def test_libra_box_loss_used_when_selected(loss_type, fn):
+    cfg = cfg_from("configs/LT-Shapes/libra_retinanet_R_18_FPN_tiny.yaml")
+    cfg.MODEL.RETINANET.BBOX_REG_LOSS_TYPE = loss_type
+    ours = LibraRetinaNet(cfg)
+    plain = RetinaNet(cfg_from("configs/LT-Shapes/retinanet_R_18_FPN_tiny.yaml"))
+    anchors, logits, gt_labels, deltas, gt_boxes = case = dense_case(ours.num_classes)
+    with EventStorage():
+        libra = ours.losses(*case)
+        smooth = plain.losses(*case)
+    fg = (torch.stack(gt_labels) >= 0) & (torch.stack(gt_labels) != ours.num_classes)
+    gt_deltas = torch.stack([ours.box2box_transform.get_deltas(anchors[0].tensor, b) for b in gt_boxes])
+    hand = fn(deltas[0][fg], gt_deltas[fg], 0.5, 1.5, 0.11, reduction="sum")
+    normalizer = 0.9 * 100 + 0.1 * fg.sum().item()  # RetinaNet's EMA, first step
+    torch.testing.assert_close(libra["loss_box_reg"], hand / normalizer)
+    assert torch.equal(libra["loss_cls"], smooth["loss_cls"])  # everything else is RetinaNet's
+    assert not torch.allclose(libra["loss_box_reg"], smooth["loss_box_reg"])
+
+
+def test_legacy_loss_normalizer_layout():
+    """Without ``_ema_update`` (older RetinaNet layout) the attributes are updated the same way."""
+    legacy = SimpleNamespace(loss_normalizer=100.0, loss_normalizer_momentum=0.9)
+    assert LibraRetinaNet._update_loss_normalizer(legacy, 10) == pytest.approx(91.0)
+    assert LibraRetinaNet._update_loss_normalizer(legacy, 0) == pytest.approx(0.9 * 91.0 + 0.1)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_tiny_libra_retinanet_config_trains():
+    cfg = cfg_from("configs/LT-Shapes/libra_retinanet_R_18_FPN_tiny.yaml")
+    model = build_model(cfg).train()
+    losses, _ = train_losses(model, batched_inputs())
+    assert set(losses) == {"loss_cls", "loss_box_reg"} and losses["loss_box_reg"] > 0
+    sum(losses.values()).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(x).all() for x in grads)
+    assert any(p.grad is not None for p in model.backbone.refine.parameters())  # the BFP trains
