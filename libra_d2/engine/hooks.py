@@ -4,10 +4,29 @@ import sys
 import torch
 from detectron2.engine import HookBase
 from detectron2.utils import comm
+from detectron2.utils.registry import Registry
 
 from .train_loop import capture_rng_state, restore_rng_state
 
-__all__ = ["ExactResume", "ProgressBar"]
+__all__ = ["ExactResume", "ProgressBar", "TRAINER_HOOK_REGISTRY", "build_method_hooks"]
+
+TRAINER_HOOK_REGISTRY = Registry("TRAINER_HOOK")
+TRAINER_HOOK_REGISTRY.__doc__ = """
+Where methods add their hooks to :class:`~libra_d2.engine.LibraTrainer`: each entry is a function
+``fn(trainer) -> HookBase | list[HookBase] | None`` that reads ``trainer.cfg`` and returns the
+method's hook(s), or None when the method is off. Called once per trainer, in registration order.
+"""
+
+
+def build_method_hooks(trainer):
+    """The hooks of every registered method that ``trainer.cfg`` turns on."""
+    hooks = []
+    for _, build in TRAINER_HOOK_REGISTRY:
+        out = build(trainer)
+        if out is None:
+            continue
+        hooks.extend(out if isinstance(out, (list, tuple)) else [out])
+    return hooks
 
 
 class ExactResume(HookBase):

@@ -10,7 +10,7 @@ from detectron2.utils.logger import setup_logger
 from ..data.build import build_resumable_train_loader, build_test_loader
 from ..evaluation import build_evaluator
 from ..utils.compat import DEFAULT_TRAINER_CHECKPOINTS_OPTIMIZER, create_ddp_model
-from .hooks import ExactResume, ProgressBar
+from .hooks import ExactResume, ProgressBar, build_method_hooks
 from .train_loop import LibraTrainLoop, capture_rng_state, restore_rng_state
 
 __all__ = ["LibraTrainer"]
@@ -53,7 +53,11 @@ class LibraTrainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     def build_hooks(self):
+        """Detectron2's hooks, the methods' hooks (``TRAINER_HOOK_REGISTRY``) right after the LR
+        scheduler, exact resume before the checkpointer, a progress bar before the writers."""
         ret = super().build_hooks()
+        lr_idx = next(i for i, h in enumerate(ret) if isinstance(h, hooks.LRScheduler))
+        ret[lr_idx + 1:lr_idx + 1] = build_method_hooks(self)
         images_per_process = self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
         # The resume hook must capture the RNG state before anything after it may draw from it.
         ckpt_idx = next(
