@@ -61,4 +61,52 @@ def add_libra_config(cfg):
     _C.MODEL.ROI_BOX_HEAD.BCR.NUM_BUCKETS = 10  # S
     _C.MODEL.ROI_BOX_HEAD.BCR.TURNING_POINT = 0.5  # a
     _C.MODEL.ROI_BOX_HEAD.BCR.TEMPERATURE = 0.025  # t
+
+    # --- R-CNN Gradient Annealing (RGA; libra_d2/engine/gradient_annealing.py) ---
+    # Before the optimizer step (and its gradient clipping), the gradients of the R-CNN module are
+    # multiplied by lambda_t = LAMBDA0 - (LAMBDA0 - 1) t / END_ITER (1 from END_ITER on).
+    _C.MODEL.RGA = CN()
+    _C.MODEL.RGA.ENABLED = False
+    _C.MODEL.RGA.LAMBDA0 = 7.0
+    _C.MODEL.RGA.END_ITER = -1  # -1: SOLVER.MAX_ITER
+    _C.MODEL.RGA.CONSTANT = False  # True: lambda = LAMBDA0 throughout (the non-annealed ablation)
+    # Module-name prefixes (whole name components) whose parameters are scaled. The defaults cover
+    # StandardROIHeads / LibraROIHeads (box_head, box_predictor) and ParallelROIHeads (box_heads.<k>,
+    # box_predictors.<k>). Backbone and RPN are never meant to be listed.
+    _C.MODEL.RGA.MODULES = [
+        "roi_heads.box_head", "roi_heads.box_predictor", "roi_heads.box_heads",
+        "roi_heads.box_predictors",
+    ]
+    _C.MODEL.RGA.INCLUDE_MASK_HEAD = False  # also scale roi_heads.mask_head
+
+    # --- Parallel R-CNN Modules (PRM; ROI_HEADS.NAME "ParallelROIHeads") ---
+    # One box head + predictor per entry, each trained on its own sampling of the same proposals
+    # with this positive fraction (ROI_HEADS.POSITIVE_FRACTION is then unused). 0.5 = 1:1, 0.1 = 1:9.
+    _C.MODEL.PRM = CN()
+    _C.MODEL.PRM.POSITIVE_FRACTIONS = [0.5, 0.1]
+    # -1: average the heads' pre-softmax class logits, boxes from the highest-fraction head;
+    # k: evaluate head k alone (its logits and its boxes).
+    _C.MODEL.PRM.TEST_HEAD = -1
+
+    # --- Equalized Focal Loss (META_ARCHITECTURE "EFLRetinaNet"; modeling/meta_arch/efl_retinanet.py) ---
+    # gamma_j = GAMMA_B + SCALE (1 - g_j), weight_j = gamma_j / GAMMA_B (paper eq. 3-4); SCALE 0 is
+    # sigmoid focal loss.
+    _C.MODEL.EFL = CN()
+    _C.MODEL.EFL.GAMMA_B = 2.0
+    _C.MODEL.EFL.SCALE = 8.0
+    _C.MODEL.EFL.FOCAL_ALPHA = 0.25
+    _C.MODEL.EFL.USE_FOCUSING = True  # False: gamma_j = GAMMA_B for every class (Table 3)
+    _C.MODEL.EFL.USE_WEIGHTING = True  # False: weight_j = 1 (Table 3)
+    # "num_pos": positive anchors of the global batch (SUM-all-reduced) / world size, as the paper
+    # and its reference; "ema": Detectron2's RetinaNet EMA of the per-process count.
+    _C.MODEL.EFL.LOSS_NORMALIZER = "num_pos"
+    _C.MODEL.EFL.LOG_PERIOD = 20  # g_j, gamma_j, w_j per frequency group to the EventStorage; 0: off
+    # Improved one-stage baseline (paper sec. 4.1). "iou": Detectron2's max-IoU matcher with
+    # MODEL.RETINANET.IOU_THRESHOLDS; "atss": ATSSMatcher with ATSS_TOPK candidates per level.
+    _C.MODEL.EFL.ANCHOR_MATCHER = "iou"
+    _C.MODEL.EFL.ATSS_TOPK = 18
+    # IoU branch replacing ATSS's centerness: BCE against the IoU of the decoded box with its GT on
+    # positives; test score = sigmoid(cls) * sigmoid(iou).
+    _C.MODEL.EFL.IOU_BRANCH = False
+    _C.MODEL.EFL.IOU_LOSS_WEIGHT = 1.0
     return cfg

@@ -21,7 +21,8 @@ from detectron2.engine import default_argument_parser, default_setup, default_wr
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
-from libra_d2.engine import ExactResume, LibraTrainLoop, ProgressBar, check_datasets, launch
+from libra_d2.engine import ExactResume, LibraTrainLoop, ProgressBar, check_datasets, launch_from_args
+from libra_d2.engine.gradient_annealing import gradient_annealing_from_train_cfg
 from libra_d2.engine.train_loop import capture_rng_state, restore_rng_state
 from libra_d2.utils.compat import create_ddp_model
 
@@ -61,6 +62,7 @@ def do_train(args, cfg):
         [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            gradient_annealing_from_train_cfg(cfg.train),  # RGA: None unless train.rga.enabled
             ExactResume(getattr(train_loader, "resumable_sampler", None), images_per_process),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
             if comm.is_main_process()
@@ -108,14 +110,7 @@ def main(args):
 
 def cli(argv=None):
     args = default_argument_parser().parse_args(argv)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_from_args(main, args)
 
 
 if __name__ == "__main__":

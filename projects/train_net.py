@@ -20,7 +20,7 @@ from detectron2.engine import default_argument_parser
 from detectron2.evaluation import print_csv_format, verify_results
 from detectron2.utils import comm
 
-from libra_d2.engine import LibraTrainer, launch, setup_cfg
+from libra_d2.engine import LibraTrainer, launch_from_args, setup_cfg
 
 logger = logging.getLogger("libra_d2.train_net")
 
@@ -59,14 +59,7 @@ def main(args):
 def cli(argv=None):
     args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_from_args(main, args)
 
 
 if __name__ == "__main__":

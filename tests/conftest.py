@@ -12,6 +12,18 @@ TINY_INPUT = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Unit tests use tiny tensors: intra-op threads only add overhead, and thrash when other jobs
+    share the cores. (Scripts started by ``run_script`` choose their own.)"""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def lt_shapes_tiny(tmp_path_factory):
     """The tiny LT-Shapes preset, generated once per test session; returns its datasets root

@@ -1,5 +1,6 @@
 from .hooks import TRAINER_HOOK_REGISTRY, ExactResume, ProgressBar, build_method_hooks
-from .launch import launch
+from . import gradient_annealing  # noqa: F401,E402  (registers RGA in TRAINER_HOOK_REGISTRY)
+from .launch import launch, launch_from_args
 from .setup import ConfigError, DatasetError, check_datasets, merge_cfg_checked, setup_cfg
 from .train_loop import LibraTrainLoop
 from .trainer import LibraTrainer
@@ -15,6 +16,7 @@ __all__ = [
     "build_method_hooks",
     "check_datasets",
     "launch",
+    "launch_from_args",
     "merge_cfg_checked",
     "setup_cfg",
 ]

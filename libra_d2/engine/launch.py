@@ -16,7 +16,7 @@ from detectron2.utils import comm
 
 from ..utils.compat import create_local_process_group
 
-__all__ = ["launch", "DEFAULT_TIMEOUT"]
+__all__ = ["launch", "launch_from_args", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 logger = logging.getLogger(__name__)
@@ -67,6 +67,19 @@ def launch(
         args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
         daemon=False,
         start_method="spawn",
+    )
+
+
+def launch_from_args(main_func, args):
+    """``main_func(args)`` in the processes that Detectron2's argument parser's ``args`` ask for
+    (``--num-gpus``, ``--num-machines``, ``--machine-rank``, ``--dist-url``)."""
+    return launch(
+        main_func,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
     )
 
 

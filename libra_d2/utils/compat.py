@@ -3,11 +3,11 @@
 Both report ``__version__ == "0.6"``, so every difference is detected by feature, never by version.
 This module is the single place that knows about them.
 """
+import functools
 import importlib
 import inspect
 import logging
 
-import torch
 import torch.distributed as dist
 from detectron2.utils import comm
 
@@ -96,3 +96,42 @@ def create_local_process_group(num_workers_per_machine: int) -> None:
         if i == rank // num_workers_per_machine:
             comm._LOCAL_PROCESS_GROUP = pg
 
+
+@functools.lru_cache(maxsize=None)
+def _retinanet_head_builds_norm(norm: str) -> bool:
+    """Whether Detectron2's ``RetinaNetHead`` can be built with ``MODEL.RETINANET.NORM = norm``.
+
+    Detectron2 0.6 probes the norm's type with ``get_norm(norm, 1)``, which fails for "GN"
+    (``GroupNorm(32, 1)``); main probes with 32 channels. Detected by building a 32-channel head.
+    """
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
+
+    import torch
+
+    try:
+        with torch.random.fork_rng(devices=[]):  # the probe's initialisation leaves no trace
+            RetinaNetHead(
+                input_shape=[ShapeSpec(channels=32)], num_classes=1, num_anchors=1, conv_dims=[32],
+                norm=norm,
+            )
+    except ValueError:
+        return False
+    return True
+
+
+def retinanet_head_norm(norm):
+    """A ``norm`` argument for Detectron2's ``RetinaNetHead`` that builds on every version.
+
+    Returns ``norm`` itself where the installed ``RetinaNetHead`` accepts it; otherwise (GroupNorm on
+    Detectron2 0.6) a callable building exactly ``get_norm(norm, channels)`` for every layer, which
+    answers the head's one-channel type probe with a 32-channel layer of the same type.
+    """
+    if not isinstance(norm, str) or norm in ("", "BN", "SyncBN") or _retinanet_head_builds_norm(norm):
+        return norm
+    from detectron2.layers import get_norm
+
+    def build(channels):
+        return get_norm(norm, 32 if channels == 1 else channels)
+
+    return build

@@ -13,4 +13,6 @@ ROWS = [
     ("+LGR-CE", BASE, ROI + ["MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE", "lgr_ce"]),
     ("+BCR", BASE, ROI + ["MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE", "bcr"]),
     ("all (sampling + BFP + BL1 + BCR)", LIBRA, []),
+    # the same baseline with another seed: how far single runs move by chance
+    ("baseline, seed 1", BASE, ["SEED", "1"]),
 ]

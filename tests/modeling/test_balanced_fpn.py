@@ -31,14 +31,6 @@ from libra_d2.modeling.backbone import (  # importing registers the builders
 INPUT_SHAPE = ShapeSpec(channels=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: intra-op threads only add overhead, and thrash when other jobs share the cores
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def small_cfg(**bfp):
     cfg = get_cfg()

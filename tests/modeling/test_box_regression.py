@@ -20,13 +20,6 @@ from libra_d2.modeling.box_regression import (
 PARAMS = {"alpha": 0.4, "gamma": 1.2, "beta": 0.5}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def deltas(n=50, seed=0):
     g = torch.Generator().manual_seed(seed)

@@ -19,13 +19,6 @@ from libra_d2.modeling.meta_arch import LibraRetinaNet
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def cfg_from(path, **overrides):
     cfg = get_cfg()

@@ -1,6 +1,5 @@
 """LibraROIHeads / LibraFastRCNNOutputLayers: Detectron2's behaviour when every Libra option is
 off, and each option doing what the paper's closed forms say when on."""
-import copy
 import os
 
 import pytest
@@ -19,13 +18,6 @@ from libra_d2.modeling.roi_heads import LibraFastRCNNOutputLayers, LibraROIHeads
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_cfg(*opts):

@@ -25,13 +25,6 @@ CHANNELS = 64  # Base-Tiny's FPN
 SHAPES = {k: ShapeSpec(channels=CHANNELS, stride=s) for k, s in STRIDES.items()}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny_cfg():
     cfg = get_cfg()

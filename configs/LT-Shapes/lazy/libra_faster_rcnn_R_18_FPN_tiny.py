@@ -13,7 +13,7 @@ from libra_d2.modeling.roi_heads import (
 )
 from libra_d2.modeling.sampling import LibraSamplingConfig
 
-from .faster_rcnn_R_18_FPN_tiny import dataloader, lr_multiplier, model, optimizer, train
+from .faster_rcnn_R_18_FPN_tiny import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 
 model.backbone = L(BalancedFeaturePyramid)(fpn=model.backbone, refine_level=2, refine_type="non_local")
 model.roi_heads._target_ = LibraROIHeads

@@ -3,7 +3,10 @@ META_ARCH_REGISTRY:
 
 * ``LibraRetinaNet``: Detectron2's RetinaNet whose box loss also accepts Balanced L1 / LGR-L1
   (``MODEL.RETINANET.BBOX_REG_LOSS_TYPE``, ``MODEL.RETINANET.BALANCED_L1.*``).
+* ``EFLRetinaNet``: LibraRetinaNet trained with Equalized Focal Loss, with the switches of EFL's
+  improved baseline (ATSS, IoU branch; ``MODEL.EFL.*``).
 """
 from .libra_retinanet import LibraRetinaNet
+from .efl_retinanet import EFLRetinaNet
 
-__all__ = ["LibraRetinaNet"]
+__all__ = ["LibraRetinaNet", "EFLRetinaNet"]

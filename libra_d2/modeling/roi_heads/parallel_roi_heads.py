@@ -1,0 +1,305 @@
+"""``ParallelROIHeads``: Parallel R-CNN Modules (PRM).
+
+N box heads + box predictors on one backbone and RPN. In training, the proposals of every image
+are matched to the ground truth once; then every head draws its own sample of them (same
+``BATCH_SIZE_PER_IMAGE``, its own positive fraction; default 0.5 and 0.1, i.e. 1:1 and 1:9) and
+is trained on it. The losses of all heads are summed (named ``loss_cls_h<k>``,
+``loss_box_reg_h<k>``, ...), so the shared backbone receives the sum of their gradients.
+
+Inference: the RoI features of the proposals are pooled once, every head computes its class
+logits, the logits (before softmax / sigmoid) are averaged, the box deltas are taken from the
+head with the highest positive fraction (its regression saw the most positives), and Detectron2's
+``fast_rcnn_inference`` (score threshold, per-class NMS, top-k) runs once through that head's
+predictor, whose test settings apply. ``test_head=k`` evaluates head k alone.
+
+Masks / keypoints: in training the mask (keypoint) head is trained on the positives sampled by the
+head with the highest positive fraction (the largest positive set, the one whose boxes are used at
+test time; with ``train_on_pred_boxes`` on that head's predicted boxes). At inference it runs on
+the merged detections, as in ``StandardROIHeads``.
+
+With one head this is exactly :class:`LibraROIHeads` (and hence ``StandardROIHeads`` with the
+default sampler): same construction order, same random draws, same losses and outputs.
+
+Everything else (Libra sampling, matcher, box predictor and its losses, BFP backbones) is
+inherited from :class:`LibraROIHeads`, so PRM composes with Libra R-CNN and with RGA (whose
+default module prefixes include ``roi_heads.box_heads`` and ``roi_heads.box_predictors``).
+
+Parameters: ``box_heads.<k>.*`` and ``box_predictors.<k>.*``. A single-head checkpoint
+(``box_head.*``, ``box_predictor.*``) loads into every head.
+"""
+import contextlib
+import logging
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
+from detectron2.structures import Boxes, Instances, pairwise_iou
+from detectron2.utils.events import get_event_storage
+from torch import nn
+
+from .libra_roi_heads import HARD_NEGATIVE_IOU, LibraROIHeads
+
+__all__ = ["ParallelROIHeads"]
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _per_head_scalars(suffix: str, keep_original: bool):
+    """Within the block, scalars put into the current EventStorage (e.g. the box predictor's
+    ``fast_rcnn/cls_accuracy``) are named ``<name><suffix>``; with ``keep_original`` they are also
+    put under their own name. Keeps the heads' statistics apart in the logs."""
+    storage = get_event_storage()
+    put = storage.put_scalar
+
+    def put_suffixed(name, *args, **kwargs):
+        put(name + suffix, *args, **kwargs)
+        if keep_original:
+            put(name, *args, **kwargs)
+
+    storage.put_scalar = put_suffixed  # shadows the method on this instance only
+    try:
+        yield
+    finally:
+        del storage.put_scalar
+
+
+@ROI_HEADS_REGISTRY.register()
+class ParallelROIHeads(LibraROIHeads):
+    @configurable
+    def __init__(
+        self,
+        *,
+        box_heads: Sequence[nn.Module],
+        box_predictors: Sequence[nn.Module],
+        positive_fractions: Sequence[float] = (0.5, 0.1),
+        test_head: int = -1,
+        **kwargs,
+    ):
+        """
+        Args:
+            box_heads, box_predictors: one box head and one predictor (``FastRCNNOutputLayers``
+                interface) per parallel R-CNN module.
+            positive_fractions: each module's positive fraction of its sampled RoIs.
+            test_head: -1: ensemble at inference; k: use module k alone.
+            kwargs: :class:`LibraROIHeads` arguments except ``box_head`` / ``box_predictor``
+                (``positive_fraction`` is replaced by the per-module fractions).
+        """
+        box_heads, box_predictors = list(box_heads), list(box_predictors)
+        fractions = [float(f) for f in positive_fractions]
+        n = len(fractions)
+        if n == 0 or len(box_heads) != n or len(box_predictors) != n:
+            raise ValueError(
+                "ParallelROIHeads needs one box head and one box predictor per positive fraction; "
+                "got {} fractions, {} box heads, {} box predictors".format(
+                    n, len(box_heads), len(box_predictors)
+                )
+            )
+        if not all(0.0 < f <= 1.0 for f in fractions):
+            raise ValueError(
+                "MODEL.PRM.POSITIVE_FRACTIONS must be in (0, 1], got {}".format(fractions)
+            )
+        if not -1 <= test_head < n:
+            raise ValueError(
+                "MODEL.PRM.TEST_HEAD={} but there are {} heads (-1 = ensemble)".format(test_head, n)
+            )
+        kwargs.pop("box_head", None)
+        kwargs.pop("box_predictor", None)
+        # The module with the highest positive fraction (the first of equals): its box regression
+        # is used at test time and its positives train the mask / keypoint heads.
+        regression_head = int(np.argmax(fractions))
+        kwargs["positive_fraction"] = fractions[regression_head]
+        super().__init__(box_head=box_heads[0], box_predictor=box_predictors[0], **kwargs)
+        # StandardROIHeads registered the first head as `box_head` / `box_predictor`: replace them
+        # by the lists (the read-only properties below give the regression head's modules).
+        del self.box_head
+        del self.box_predictor
+        self.box_heads = nn.ModuleList(box_heads)
+        self.box_predictors = nn.ModuleList(box_predictors)
+        self.positive_fractions = tuple(fractions)
+        self.regression_head = regression_head
+        self.test_head = int(test_head)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["positive_fractions"] = list(cfg.MODEL.PRM.POSITIVE_FRACTIONS)
+        ret["test_head"] = cfg.MODEL.PRM.TEST_HEAD
+        return ret
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape):
+        # Every module is built exactly like LibraROIHeads' single one, in order (so that one
+        # module consumes the same random numbers as LibraROIHeads and has the same weights).
+        heads, predictors, ret = [], [], None
+        for _ in cfg.MODEL.PRM.POSITIVE_FRACTIONS:
+            one = super()._init_box_head(cfg, input_shape)
+            heads.append(one.pop("box_head"))
+            predictors.append(one.pop("box_predictor"))
+            ret = ret or one
+        ret["box_heads"] = heads
+        ret["box_predictors"] = predictors
+        return ret
+
+    # Code written for a single box head (e.g. reading test thresholds) sees the regression head.
+    @property
+    def box_head(self) -> nn.Module:
+        return self.box_heads[self.regression_head]
+
+    @property
+    def box_predictor(self) -> nn.Module:
+        return self.box_predictors[self.regression_head]
+
+    @property
+    def num_heads(self) -> int:
+        return len(self.positive_fractions)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A single-head checkpoint (box_head.*, box_predictor.*) initialises every module.
+        for single, multi in (("box_head.", "box_heads."), ("box_predictor.", "box_predictors.")):
+            old = [k for k in state_dict if k.startswith(prefix + single)]
+            if not old or any(k.startswith(prefix + multi) for k in state_dict):
+                continue
+            for k in old:
+                value = state_dict.pop(k)
+                rest = k[len(prefix + single):]
+                for i in range(self.num_heads):
+                    state_dict["{}{}{}.{}".format(prefix, multi, i, rest)] = value
+            logger.info("Loaded single-head %s* weights into all %d parallel R-CNN modules",
+                        prefix + single, self.num_heads)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------------ sampling
+    def _sample_for_head(self, k, matched_idxs, matched_labels, max_ious, gt_classes):
+        """LibraROIHeads' sampling of one image's proposals with module k's positive fraction."""
+        saved = self.positive_fraction
+        self.positive_fraction = self.positive_fractions[k]
+        try:
+            return self._sample_proposals_balanced(
+                matched_idxs, matched_labels, max_ious, gt_classes
+            )
+        finally:
+            self.positive_fraction = saved
+
+    @torch.no_grad()
+    def label_and_sample_proposals_per_head(
+        self, proposals: List[Instances], targets: List[Instances]
+    ) -> List[List[Instances]]:
+        """Match the proposals once, then sample them once per module.
+
+        Returns:
+            ``out[k][i]``: the proposals of image i sampled for module k, with ``gt_classes`` and
+            the matched ``gt_*`` fields (as ``label_and_sample_proposals`` of a single head).
+        """
+        if self.proposal_append_gt:
+            proposals = add_ground_truth_to_proposals(targets, proposals)
+        n = self.num_heads
+        out = [[] for _ in range(n)]
+        num_fg = [[] for _ in range(n)]
+        num_bg = [[] for _ in range(n)]
+        neg_ious = [[] for _ in range(n)]
+        for proposals_per_image, targets_per_image in zip(proposals, targets):
+            has_gt = len(targets_per_image) > 0
+            quality = pairwise_iou(targets_per_image.gt_boxes, proposals_per_image.proposal_boxes)
+            matched_idxs, matched_labels, max_ious = self.proposal_matcher.match_with_quality(
+                quality
+            )
+            for k in range(n):
+                sampled_idxs, gt_classes, bg_ious = self._sample_for_head(
+                    k, matched_idxs, matched_labels, max_ious, targets_per_image.gt_classes
+                )
+                sampled = proposals_per_image[sampled_idxs]
+                sampled.gt_classes = gt_classes
+                if has_gt:
+                    sampled_targets = matched_idxs[sampled_idxs]
+                    for name, value in targets_per_image.get_fields().items():
+                        if name.startswith("gt_") and not sampled.has(name):
+                            sampled.set(name, value[sampled_targets])
+                num_bg[k].append((gt_classes == self.num_classes).sum().item())
+                num_fg[k].append(gt_classes.numel() - num_bg[k][-1])
+                neg_ious[k].append(bg_ious)
+                out[k].append(sampled)
+
+        storage = get_event_storage()
+        r = self.regression_head
+        # The single-head names carry the regression head's numbers (one head: LibraROIHeads').
+        storage.put_scalar("roi_head/num_fg_samples", np.mean(num_fg[r]))
+        storage.put_scalar("roi_head/num_bg_samples", np.mean(num_bg[r]))
+        ious = torch.cat(neg_ious[r])
+        if ious.numel():
+            storage.put_scalar(
+                "roi_head/hard_neg_fraction", (ious > HARD_NEGATIVE_IOU).float().mean().item()
+            )
+        for k in range(n):
+            storage.put_scalar("prm/num_fg_samples_h{}".format(k), np.mean(num_fg[k]))
+            storage.put_scalar("prm/num_bg_samples_h{}".format(k), np.mean(num_bg[k]))
+        return out
+
+    def label_and_sample_proposals(self, proposals, targets):
+        """The regression head's sample (the single-head API)."""
+        return self.label_and_sample_proposals_per_head(proposals, targets)[self.regression_head]
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, images, features, proposals, targets=None):
+        del images
+        if not self.training:
+            pred_instances = self._forward_box(features, proposals)
+            pred_instances = self.forward_with_given_boxes(features, pred_instances)
+            return pred_instances, {}
+        assert targets, "'targets' argument is required during training"
+        per_head = self.label_and_sample_proposals_per_head(proposals, targets)
+        del targets
+        losses = self._forward_box(features, per_head)
+        main = per_head[self.regression_head]
+        losses.update(self._forward_mask(features, main))
+        losses.update(self._forward_keypoint(features, main))
+        return main, losses
+
+    def _head_predictions(self, k, box_features):
+        return self.box_predictors[k](self.box_heads[k](box_features))
+
+    def _forward_box(self, features: Dict[str, torch.Tensor], proposals):
+        """
+        Training: ``proposals[k]`` is module k's sampled proposals (a list over images); returns
+        the summed-by-the-caller loss dict with per-module names ``<loss>_h<k>``.
+        Inference: ``proposals`` is a list over images; returns the predicted instances.
+        """
+        features = [features[f] for f in self.box_in_features]
+        if self.training:
+            losses = {}
+            for k, proposals_k in enumerate(proposals):
+                box_features = self.box_pooler(features, [x.proposal_boxes for x in proposals_k])
+                predictions = self._head_predictions(k, box_features)
+                del box_features
+                predictor = self.box_predictors[k]
+                # The predictor's statistics (fast_rcnn/cls_accuracy, ...) get the head's suffix;
+                # the regression head's are also logged under the single-head names.
+                with _per_head_scalars("_h{}".format(k), keep_original=k == self.regression_head):
+                    head_losses = predictor.losses(predictions, proposals_k)
+                if self.train_on_pred_boxes and k == self.regression_head:
+                    with torch.no_grad():
+                        pred_boxes = predictor.predict_boxes_for_gt_classes(
+                            predictions, proposals_k
+                        )
+                        for p, boxes in zip(proposals_k, pred_boxes):
+                            p.proposal_boxes = Boxes(boxes)
+                for name, value in head_losses.items():
+                    losses["{}_h{}".format(name, k)] = value
+            return losses
+
+        box_features = self.box_pooler(features, [x.proposal_boxes for x in proposals])
+        heads = range(self.num_heads) if self.test_head < 0 else [self.test_head]
+        reg = self.regression_head if self.test_head < 0 else self.test_head
+        logits, deltas = [], None
+        for k in heads:
+            scores_k, deltas_k = self._head_predictions(k, box_features)
+            logits.append(scores_k)
+            if k == reg:
+                deltas = deltas_k
+        del box_features
+        scores = logits[0] if len(logits) == 1 else torch.stack(logits).mean(dim=0)
+        pred_instances, _ = self.box_predictors[reg].inference((scores, deltas), proposals)
+        return pred_instances

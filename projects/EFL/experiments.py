@@ -1,0 +1,28 @@
+"""The LT-Shapes ablation of projects/EFL/README.md: EFL's two factors on the tiny RetinaNet, the
+scale s on the tiny improved baseline (s = 0 is the improved baseline with focal loss), and Libra
+RetinaNet + EFL. Run: python dev/run_experiments.py projects/EFL/experiments.py"""
+EFL = "configs/LT-Shapes/efl_retinanet_R_18_FPN_tiny.yaml"
+IMPROVED = "configs/LT-Shapes/efl_improved_baseline_R_18_FPN_tiny.yaml"
+LIBRA_EFL = "configs/LT-Shapes/libra_efl_retinanet_R_18_FPN_tiny.yaml"
+OUTPUT_ROOT = "output/efl"
+COLUMNS = ("AP", "APr", "APc", "APf")
+
+
+def scale(s):
+    return ["MODEL.EFL.SCALE", str(float(s))]
+
+
+ROWS = [
+    # RetinaNet (max-IoU anchors), RFS: focal loss, each EFL factor alone, both (Table 3)
+    ("RetinaNet, focal loss (s=0)", EFL, scale(0)),
+    ("RetinaNet, EFL focusing only", EFL, ["MODEL.EFL.USE_WEIGHTING", "False"]),
+    ("RetinaNet, EFL weighting only", EFL, ["MODEL.EFL.USE_FOCUSING", "False"]),
+    ("RetinaNet, EFL (both)", EFL, []),
+    # improved baseline (ATSS, IoU branch, anchor scales, GIoU, GN, warm-up, clipping, RFS): s (Table 4)
+    ("improved baseline, focal loss (s=0)", IMPROVED, scale(0)),
+    ("improved baseline, EFL s=2", IMPROVED, scale(2)),
+    ("improved baseline, EFL s=4", IMPROVED, scale(4)),
+    ("improved baseline, EFL s=8", IMPROVED, []),
+    # Libra RetinaNet (BFP + Balanced L1) + EFL
+    ("Libra RetinaNet + EFL", LIBRA_EFL, []),
+]
