@@ -1,16 +1,21 @@
 #!/usr/bin/env python
 """Run a table of trainings (one per row) and print their evaluation as a markdown table.
 
-    python dev/run_experiments.py projects/LibraRCNN/experiments.py [--only ROW ...] [--dry-run]
+    python dev/run_experiments.py projects/LibraRCNN/experiments.py [--only ROW ...] [--jobs N] [--dry-run]
 
 The experiment file defines ``ROWS = [(name, config_file, [overrides...]), ...]``, ``OUTPUT_ROOT``
-and optionally ``COLUMNS`` (default AP, AP50, AP75, APr, APc, APf) and ``TASK`` ("bbox").
+and optionally ``COLUMNS`` (default AP, AP50, AP75, APr, APc, APf) and ``TASK`` ("bbox"). A row may
+carry a fourth element ``{"weights": path}``: it then only evaluates that checkpoint
+(``--eval-only``), e.g. an inference option of a model trained by another row.
 Each row trains with ``projects/train_net.py --resume`` into ``OUTPUT_ROOT/<slug of name>``: a finished
 row is not retrained (it is only re-evaluated from its final checkpoint), an interrupted one
 continues from its last checkpoint. The table is written to ``OUTPUT_ROOT/results.md`` with the
-command that reproduces each row.
+command that reproduces each row. ``--jobs N`` trains N rows at a time, each process with
+``cpu_count / N`` threads (on a small CPU two single-threaded runs finish sooner than two
+two-threaded runs one after the other); evaluation-only rows run after the trainings.
 """
 import argparse
+import concurrent.futures
 import json
 import os
 import runpy
@@ -28,14 +33,17 @@ def slug(name):
     return "_".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
 
 
-def row_command(config, overrides, output_dir):
+def row_command(config, overrides, output_dir, weights=None):
+    if weights:
+        return ["projects/train_net.py", "--config-file", config, "--eval-only", *overrides,
+                "MODEL.WEIGHTS", weights, "OUTPUT_DIR", output_dir]
     return ["projects/train_net.py", "--config-file", config, "--resume", *overrides,
             "OUTPUT_DIR", output_dir]
 
 
 def format_table(rows, results, columns, task):
     lines = ["| row | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
-    for name, _, _ in rows:
+    for name, *_ in rows:
         res = results.get(name)
         cells = ["%.1f" % res[task][c] if res else "-" for c in columns]
         lines.append("| {} | {} |".format(name, " | ".join(cells)))
@@ -46,41 +54,59 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("spec")
     parser.add_argument("--only", nargs="*", default=None, help="row names to run")
+    parser.add_argument("--jobs", type=int, default=1, help="rows trained at a time")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = parser.parse_args()
     spec = runpy.run_path(args.spec)
     rows, out_root = spec["ROWS"], spec["OUTPUT_ROOT"]
     columns, task = spec.get("COLUMNS", DEFAULT_COLUMNS), spec.get("TASK", "bbox")
 
-    results, commands = {}, {}
-    for name, config, overrides in rows:
+    results, commands, todo = {}, {}, []
+    for name, config, overrides, *options in rows:
         out = os.path.join(out_root, slug(name))
-        cmd = row_command(config, overrides, out)
+        weights = (options[0] if options else {}).get("weights")
+        cmd = row_command(config, overrides, out, weights)
         commands[name] = "python " + " ".join(shlex.quote(c) for c in cmd)
         if args.only is not None and name not in args.only:
+            done = os.path.join(REPO_ROOT, out, "eval_results.json")
+            if os.path.exists(done):  # keep earlier results in the table
+                with open(done) as f:
+                    results[name] = json.load(f)
             continue
-        print("\n== {}\n$ {}".format(name, commands[name]), flush=True)
-        if args.dry_run:
-            continue
+        todo.append((name, cmd, out, weights is not None))
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // args.jobs)))
+
+    def run_row(name, cmd, out):
         t0 = time.time()
         log_path = os.path.join(REPO_ROOT, out + ".log")
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         with open(log_path, "w") as log:
-            rc = subprocess.call([sys.executable, *cmd], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+            rc = subprocess.call([sys.executable, *cmd], cwd=REPO_ROOT, stdout=log,
+                                 stderr=subprocess.STDOUT, env=env)
         if rc != 0:
-            print("   FAILED (exit {}), see {}".format(rc, log_path), flush=True)
-            continue
+            print("== {}: FAILED (exit {}), see {}".format(name, rc, log_path), flush=True)
+            return
         with open(os.path.join(REPO_ROOT, out, "eval_results.json")) as f:
             results[name] = json.load(f)
-        print("   done in {:.0f} s: ".format(time.time() - t0)
+        print("== {}: done in {:.0f} s: ".format(name, time.time() - t0)
               + ", ".join("%s %.1f" % (c, results[name][task][c]) for c in columns), flush=True)
+
+    for eval_only in (False, True):  # evaluations may need a checkpoint trained by another row
+        batch = [(n, c, o) for n, c, o, e in todo if e == eval_only]
+        for name, cmd, _ in batch:
+            print("$ " + commands[name], flush=True)
+        if args.dry_run:
+            continue
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda row: run_row(*row), batch))
 
     table = format_table(rows, results, columns, task)
     print("\n" + table)
     if not args.dry_run:
         with open(os.path.join(REPO_ROOT, out_root, "results.md"), "w") as f:
             f.write(table + "\n\nCommands:\n\n")
-            for name, _, _ in rows:
+            for name, *_ in rows:
                 f.write("- {}: `{}`\n".format(name, commands[name]))
 
 
