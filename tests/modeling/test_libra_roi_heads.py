@@ -160,6 +160,8 @@ def test_bcr_weights_follow_training_frequencies(lt_shapes_tiny):
     assert w[rare] < 0.1 < 0.9 < w[frequent]
     # and the weights are saved with the model (a buffer), so evaluation-only runs need no data
     assert "bcr_class_weights" in predictor.state_dict()
+    # the sigmoid classifier starts at the prior probability 0.01 for every class
+    torch.testing.assert_close(torch.sigmoid(predictor.cls_score.bias), torch.full((33,), 0.01))
 
 
 def test_unknown_cls_loss_type_is_clear():

@@ -9,6 +9,7 @@
 Normalisation is Detectron2's everywhere (sum over sampled RoIs / number of sampled RoIs).
 """
 import logging
+import math
 
 import torch
 from detectron2.config import configurable
@@ -57,6 +58,7 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
         bcr_class_weights: torch.Tensor = None,
         balanced_l1: dict = None,
         bcr_unavailable_reason: str = "",
+        sigmoid_prior_prob: float = 0.01,
         **kwargs,
     ):
         """
@@ -67,6 +69,7 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
             balanced_l1: ``dict(alpha, gamma, beta)`` for the "balanced_l1" / "lgr_l1" box losses.
             bcr_unavailable_reason: why the BCR weights could not be computed (training then fails
                 with this reason unless a checkpoint provides them).
+            sigmoid_prior_prob: initial probability of every class of the sigmoid ("bcr") classifier.
             kwargs: Detectron2's ``FastRCNNOutputLayers`` arguments.
         """
         super().__init__(input_shape, **kwargs)
@@ -79,6 +82,8 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
         if cls_loss_type == "bcr" and bcr_class_weights is None:
             raise ValueError("CLS_LOSS_TYPE='bcr' needs per-class weights (bcr_class_weights)")
         self.cls_loss_type = cls_loss_type
+        if cls_loss_type == "bcr":
+            torch.nn.init.constant_(self.cls_score.bias, -math.log((1 - sigmoid_prior_prob) / sigmoid_prior_prob))
         self.bcr_unavailable_reason = bcr_unavailable_reason
         self.lgr_ce = dict(lgr_ce or {"alpha": 0.8, "gamma": 1.0})
         self.balanced_l1 = dict(balanced_l1 or {"alpha": 0.5, "gamma": 1.5, "beta": 1.0})
@@ -94,6 +99,7 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
         ret["cls_loss_type"] = head.CLS_LOSS_TYPE
         ret["lgr_ce"] = {"alpha": head.LGR_CE.ALPHA, "gamma": head.LGR_CE.GAMMA}
         ret["balanced_l1"] = balanced_l1_params(head.BALANCED_L1)
+        ret["sigmoid_prior_prob"] = head.BCR.PRIOR_PROB
         if head.CLS_LOSS_TYPE == "bcr":
             num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
             try:
