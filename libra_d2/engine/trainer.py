@@ -27,7 +27,7 @@ class LibraTrainer(DefaultTrainer):
     * ``after_backward`` hooks on every Detectron2 version (see :class:`LibraTrainLoop`);
     * evaluation that never disturbs the training RNG streams.
 
-    Later methods add their hooks in :meth:`build_hooks`.
+    Methods add their hooks through :data:`~libra_d2.engine.hooks.TRAINER_HOOK_REGISTRY` (e.g. RGA).
     """
 
     def __init__(self, cfg):

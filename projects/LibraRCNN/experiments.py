@@ -13,6 +13,8 @@ ROWS = [
     ("+LGR-CE", BASE, ROI + ["MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE", "lgr_ce"]),
     ("+BCR", BASE, ROI + ["MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE", "bcr"]),
     ("all (sampling + BFP + BL1 + BCR)", LIBRA, []),
+    # the journal's COCO recipe: LGR-CE instead of BCR (the classification loss is one or the other)
+    ("all with LGR-CE instead of BCR", LIBRA, ["MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE", "lgr_ce"]),
     # the same baseline with another seed: how far single runs move by chance
     ("baseline, seed 1", BASE, ["SEED", "1"]),
 ]

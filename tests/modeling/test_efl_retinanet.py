@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.modeling.meta_arch import RetinaNet
@@ -19,7 +18,6 @@ from detectron2.utils.events import EventStorage
 from fvcore.nn import sigmoid_focal_loss_jit, smooth_l1_loss
 
 from conftest import TINY_INPUT
-from libra_d2.config import add_libra_config
 from libra_d2.modeling.atss_matcher import ATSSMatcher
 from libra_d2.modeling.matcher import MATCHER_REGISTRY, build_matcher
 from libra_d2.modeling.meta_arch import EFLRetinaNet
@@ -29,37 +27,13 @@ from libra_d2.modeling.meta_arch.efl_retinanet import (
     frequency_group_of,
     training_frequency_groups,
 )
+from tiny_models import cfg_from, fixed_batched_inputs as batched_inputs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EFL_TINY = "configs/LT-Shapes/efl_retinanet_R_18_FPN_tiny.yaml"
 IMPROVED_TINY = "configs/LT-Shapes/efl_improved_baseline_R_18_FPN_tiny.yaml"
 LIBRA_EFL_TINY = "configs/LT-Shapes/libra_efl_retinanet_R_18_FPN_tiny.yaml"
 STAT_KEYS = ("efl.statistics.pos_grad", "efl.statistics.neg_grad")
-
-
-
-def cfg_from(path, **overrides):
-    cfg = get_cfg()
-    add_libra_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO_ROOT, path))
-    for k, v in overrides.items():
-        node = cfg
-        *parents, leaf = k.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = v
-    return cfg
-
-
-def batched_inputs(size=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for boxes, classes in (([[4, 6, 30, 40], [20, 10, 60, 50]], [1, 5]), ([[10, 12, 50, 44]], [31])):
-        inst = Instances((size, size))
-        inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
-        inst.gt_classes = torch.tensor(classes)
-        out.append({"image": torch.rand(3, size, size, generator=g) * 255, "instances": inst})
-    return out
 
 
 def train_losses(model, inputs, it=0):

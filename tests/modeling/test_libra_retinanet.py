@@ -8,40 +8,15 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.modeling.meta_arch import RetinaNet
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 
-from libra_d2.config import add_libra_config
 from libra_d2.layers.balanced_l1 import balanced_l1_loss
 from libra_d2.layers.gradient_reweighting import lgr_l1_loss
 from libra_d2.modeling.meta_arch import LibraRetinaNet
+from tiny_models import cfg_from, fixed_batched_inputs as batched_inputs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-
-def cfg_from(path, **overrides):
-    cfg = get_cfg()
-    add_libra_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO_ROOT, path))
-    for k, v in overrides.items():
-        node = cfg
-        *parents, leaf = k.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = v
-    return cfg
-
-
-def batched_inputs(size=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for boxes, classes in (([[4, 6, 30, 40], [20, 10, 60, 50]], [1, 5]), ([[10, 12, 50, 44]], [31])):
-        inst = Instances((size, size))
-        inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
-        inst.gt_classes = torch.tensor(classes)
-        out.append({"image": torch.rand(3, size, size, generator=g) * 255, "instances": inst})
-    return out
 
 
 def train_losses(model, inputs):

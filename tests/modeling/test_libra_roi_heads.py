@@ -7,7 +7,7 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances, PolygonMasks
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 import libra_d2
@@ -15,37 +15,9 @@ from libra_d2.layers.balanced_l1 import balanced_l1_loss
 from libra_d2.layers.class_reweighting import bcr_sigmoid_ce_loss
 from libra_d2.layers.gradient_reweighting import lgr_cross_entropy
 from libra_d2.modeling.roi_heads import LibraFastRCNNOutputLayers, LibraROIHeads
+from tiny_models import random_batched_inputs as batched_inputs, tiny_cfg
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-
-def tiny_cfg(*opts):
-    cfg = get_cfg()
-    libra_d2.add_libra_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs/LT-Shapes/Base-Tiny.yaml"))
-    cfg.merge_from_list(["INPUT.MIN_SIZE_TRAIN", (64,), "INPUT.MAX_SIZE_TRAIN", 64, *opts])
-    return cfg
-
-
-def batched_inputs(num_images=2, with_masks=False, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(num_images):
-        n = 4
-        xy = torch.rand(n, 2, generator=g) * 40
-        wh = 8 + torch.rand(n, 2, generator=g) * 16
-        boxes = torch.cat([xy, (xy + wh).clamp(max=63)], dim=1)
-        inst = Instances((64, 64))
-        inst.gt_boxes = Boxes(boxes)
-        inst.gt_classes = torch.randint(0, 32, (n,), generator=g)
-        if with_masks:
-            inst.gt_masks = PolygonMasks(
-                [[[b[0], b[1], b[2], b[1], b[2], b[3], b[0], b[3]]] for b in boxes.tolist()]
-            )
-        image = (torch.rand(3, 64, 64, generator=g) * 255).to(torch.uint8)
-        out.append({"image": image, "instances": inst, "height": 64, "width": 64})
-    return out
 
 
 def losses_of(model, inputs, seed=123):

@@ -1,5 +1,6 @@
 """Plain Faster R-CNN on LT-Shapes, tiny CPU setting, as a lazy config (the twin of
-configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml). Run with projects/lazy_train_net.py."""
+configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml, without its gradient clipping, which Detectron2's
+lazy optimizer config has no option for). Run with projects/lazy_train_net.py."""
 import detectron2.data.transforms as T
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L

@@ -1,0 +1,67 @@
+"""Tiny configs and hand-made inputs shared by the model tests (64 px, LT-Shapes' 32 classes)."""
+import os
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.structures import Boxes, Instances, PolygonMasks
+
+import libra_d2
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_cfg(*opts):
+    """``configs/LT-Shapes/Base-Tiny.yaml`` at 64 px, with ``opts`` merged."""
+    cfg = get_cfg()
+    libra_d2.add_libra_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs/LT-Shapes/Base-Tiny.yaml"))
+    cfg.merge_from_list(["INPUT.MIN_SIZE_TRAIN", (64,), "INPUT.MAX_SIZE_TRAIN", 64,
+                         "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 64, *opts])
+    return cfg
+
+
+def cfg_from(path, **overrides):
+    """The config file ``path`` (relative to the repository) with dotted-key ``overrides``."""
+    cfg = get_cfg()
+    libra_d2.add_libra_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO_ROOT, path))
+    for k, v in overrides.items():
+        node = cfg
+        *parents, leaf = k.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = v
+    return cfg
+
+
+def random_batched_inputs(num_images=2, with_masks=False, seed=0):
+    """``num_images`` 64 px images with 4 random boxes of random classes (and box-shaped masks)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(num_images):
+        n = 4
+        xy = torch.rand(n, 2, generator=g) * 40
+        wh = 8 + torch.rand(n, 2, generator=g) * 16
+        boxes = torch.cat([xy, (xy + wh).clamp(max=63)], dim=1)
+        inst = Instances((64, 64))
+        inst.gt_boxes = Boxes(boxes)
+        inst.gt_classes = torch.randint(0, 32, (n,), generator=g)
+        if with_masks:
+            inst.gt_masks = PolygonMasks(
+                [[[b[0], b[1], b[2], b[1], b[2], b[3], b[0], b[3]]] for b in boxes.tolist()]
+            )
+        image = (torch.rand(3, 64, 64, generator=g) * 255).to(torch.uint8)
+        out.append({"image": image, "instances": inst, "height": 64, "width": 64})
+    return out
+
+
+def fixed_batched_inputs(size=64, seed=0):
+    """Two images with fixed boxes (two and one) and random pixels."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for boxes, classes in (([[4, 6, 30, 40], [20, 10, 60, 50]], [1, 5]), ([[10, 12, 50, 44]], [31])):
+        inst = Instances((size, size))
+        inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+        inst.gt_classes = torch.tensor(classes)
+        out.append({"image": torch.rand(3, size, size, generator=g) * 255, "instances": inst})
+    return out
