@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .balanced_l1 import _SMALL_BETA, _reduce, balanced_l1_b
+from .balanced_l1 import _SMALL_BETA, BalancedL1Loss, _reduce, balanced_l1_b
 
 __all__ = [
     "lgr_weight",
@@ -167,24 +167,11 @@ def lgr_cross_entropy(
     raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
 
 
-class LGRL1Loss(nn.Module):
-    """Thin module around :func:`lgr_l1_loss` (Eq. 14)."""
-
-    def __init__(self, alpha: float = 0.5, gamma: float = 1.5, beta: float = 1.0, reduction: str = "none"):
-        super().__init__()
-        balanced_l1_b(alpha, gamma)  # validate early
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        self.alpha = alpha
-        self.gamma = gamma
-        self.beta = beta
-        self.reduction = reduction
+class LGRL1Loss(BalancedL1Loss):
+    """Thin module around :func:`lgr_l1_loss` (Eq. 14); same arguments as :class:`BalancedL1Loss`."""
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return lgr_l1_loss(input, target, self.alpha, self.gamma, self.beta, self.reduction)
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, gamma={self.gamma}, beta={self.beta}, reduction={self.reduction!r}"
 
 
 class LGRCrossEntropyLoss(nn.Module):

@@ -56,7 +56,6 @@ from ...layers.class_reweighting import class_frequencies
 from ...utils.compat import retinanet_head_norm
 from ...layers.equalized_focal_loss import EqualizedFocalLoss
 from ..atss_matcher import ATSSMatcher
-from ..box_regression import dense_box_regression_loss
 from ..class_statistics import all_reduce_sum, get_world_size, log_to_storage
 from ..matcher import build_matcher
 from .libra_retinanet import LibraRetinaNet
@@ -381,16 +380,7 @@ class EFLRetinaNet(LibraRetinaNet):
         gt_labels_target = F.one_hot(gt_labels[valid_mask], num_classes=self.num_classes + 1)[:, :-1]
         logits = cat(pred_logits, dim=1)[valid_mask]
         loss_cls = self.efl(logits, gt_labels_target.to(logits.dtype), normalizer=normalizer)
-        loss_box_reg = dense_box_regression_loss(
-            anchors,
-            self.box2box_transform,
-            pred_anchor_deltas,
-            gt_boxes,
-            pos_mask,
-            box_reg_loss_type=self.box_reg_loss_type,
-            smooth_l1_beta=self.smooth_l1_beta,
-            balanced_l1=self.balanced_l1,
-        )
+        loss_box_reg = self.box_regression_loss(anchors, pred_anchor_deltas, gt_boxes, pos_mask)
         losses = {"loss_cls": loss_cls, "loss_box_reg": loss_box_reg / normalizer}
         if pred_iou is not None:
             losses["loss_iou"] = self.iou_branch_loss(

@@ -60,6 +60,20 @@ class LibraRetinaNet(RetinaNet):
         self.loss_normalizer = m * self.loss_normalizer + (1 - m) * value
         return self.loss_normalizer
 
+    def box_regression_loss(self, anchors, pred_anchor_deltas, gt_boxes, pos_mask):
+        """The summed box loss over the positive anchors (``BBOX_REG_LOSS_TYPE``, Balanced L1
+        included), not normalised."""
+        return dense_box_regression_loss(
+            anchors,
+            self.box2box_transform,
+            pred_anchor_deltas,
+            gt_boxes,
+            pos_mask,
+            box_reg_loss_type=self.box_reg_loss_type,
+            smooth_l1_beta=self.smooth_l1_beta,
+            balanced_l1=self.balanced_l1,
+        )
+
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
         """Detectron2's ``RetinaNet.losses`` (same arguments, focal loss, normaliser and logging)
         with the box loss of :func:`dense_box_regression_loss`.
@@ -85,14 +99,5 @@ class LibraRetinaNet(RetinaNet):
             gamma=self.focal_loss_gamma,
             reduction="sum",
         )
-        loss_box_reg = dense_box_regression_loss(
-            anchors,
-            self.box2box_transform,
-            pred_anchor_deltas,
-            gt_boxes,
-            pos_mask,
-            box_reg_loss_type=self.box_reg_loss_type,
-            smooth_l1_beta=self.smooth_l1_beta,
-            balanced_l1=self.balanced_l1,
-        )
+        loss_box_reg = self.box_regression_loss(anchors, pred_anchor_deltas, gt_boxes, pos_mask)
         return {"loss_cls": loss_cls / normalizer, "loss_box_reg": loss_box_reg / normalizer}
