@@ -140,6 +140,18 @@ def _random_order(cand: torch.Tensor, generator) -> torch.Tensor:
     return cand.index_select(0, torch.randperm(cand.numel(), generator=generator, device=cand.device))
 
 
+def _take_all_or_shuffle(mask_or_idx: torch.Tensor, n: int, generator):
+    """The common start of every balanced sampler: ``(indices, None)`` when all (``n >= m``) or
+    none (``n <= 0``) of the ``m`` candidates are taken, else ``(None, candidates in uniformly
+    random order)``."""
+    cand = _candidates(mask_or_idx)
+    if n >= cand.numel():
+        return cand, None
+    if n <= 0:
+        return _empty_index(cand.device), None
+    return None, _random_order(cand, generator)
+
+
 # ---------------------------------------------------------------------------------------------
 # negatives
 # ---------------------------------------------------------------------------------------------
@@ -194,16 +206,12 @@ def iou_balanced_negative_indices(
         raise ValueError(f"num_bins must be >= 1, got {num_bins}")
     if not 0.0 <= floor_fraction <= 1.0:
         raise ValueError(f"floor_fraction must be in [0, 1], got {floor_fraction}")
-    cand = _candidates(neg)
-    m = cand.numel()
     n = int(num_neg)
-    if n >= m:
-        return cand
-    if n <= 0:
-        return _empty_index(cand.device)
+    taken, cand = _take_all_or_shuffle(neg, n, generator)
+    if taken is not None:
+        return taken
     max_ious = _flat(max_ious)
     hi = float(max_ious.max()) if iou_upper is None else float(iou_upper)
-    cand = _random_order(cand, generator)
     sel = _iou_balanced_positions(
         max_ious.index_select(0, cand), hi, n, int(num_bins), float(floor_thr),
         float(floor_fraction), generator,
@@ -301,14 +309,10 @@ def instance_balanced_positive_indices(
     Returns:
         int64 indices into ``matched_gt_idx`` (no duplicates, unordered).
     """
-    cand = _candidates(pos)
-    m = cand.numel()
     n = int(num_pos)
-    if n >= m:
-        return cand
-    if n <= 0:
-        return _empty_index(cand.device)
-    cand = _random_order(cand, generator)
+    taken, cand = _take_all_or_shuffle(pos, n, generator)
+    if taken is not None:
+        return taken
     gt = _int64(matched_gt_idx.index_select(0, cand))
     rank, counts = _ranks_in_order(gt, int(gt.max()) + 1)
     num_gts = int(torch.count_nonzero(counts))
@@ -340,14 +344,10 @@ def class_balanced_positive_indices(
     Returns:
         int64 indices into the proposals (no duplicates, unordered).
     """
-    cand = _candidates(pos)
-    m = cand.numel()
     n = int(num_pos)
-    if n >= m:
-        return cand
-    if n <= 0:
-        return _empty_index(cand.device)
-    cand = _random_order(cand, generator)
+    taken, cand = _take_all_or_shuffle(pos, n, generator)
+    if taken is not None:
+        return taken
     gt = _int64(matched_gt_idx.index_select(0, cand))
     rank_gt, _ = _ranks_in_order(gt, int(gt.max()) + 1)
     # instance-balanced order: by rank inside the GT; the stable sort keeps the random order
