@@ -10,7 +10,7 @@ from detectron2.structures import pairwise_iou
 from detectron2.utils.events import get_event_storage
 
 from ..matcher import build_matcher
-from ..sampling import LibraSamplingConfig, libra_subsample_labels, sampling_config_from_cfg
+from ..sampling import LibraSamplingConfig, sampling_config_from_cfg
 from .fast_rcnn import LibraFastRCNNOutputLayers
 
 __all__ = ["LibraROIHeads"]
@@ -51,23 +51,38 @@ class LibraROIHeads(StandardROIHeads):
         ret["box_predictor"] = LibraFastRCNNOutputLayers(cfg, ret["box_head"].output_shape)
         return ret
 
-    def _sample_proposals_balanced(self, matched_idxs, matched_labels, max_ious, gt_classes):
-        """``_sample_proposals`` with Libra sampling; also returns the sampled negatives' IoUs."""
+    def _sample_proposals_balanced(
+        self, matched_idxs, matched_labels, max_ious, gt_classes, positive_fraction=None
+    ):
+        """``_sample_proposals`` with Libra sampling (and optionally another positive fraction);
+        also returns the sampled negatives' IoUs."""
         if gt_classes.numel() > 0:
             labels = gt_classes[matched_idxs]
             labels[matched_labels == 0] = self.num_classes
             labels[matched_labels == -1] = -1
         else:
             labels = torch.zeros_like(matched_idxs) + self.num_classes
-        s = self.sampling
-        fg_idxs, bg_idxs = libra_subsample_labels(
-            labels, self.batch_size_per_image, self.positive_fraction, self.num_classes,
-            max_ious=max_ious, matched_idxs=matched_idxs, pos_sampling=s.pos_sampling,
-            neg_sampling=s.neg_sampling, num_bins=s.num_bins, floor_thr=s.floor_thr,
-            floor_fraction=s.floor_fraction, iou_upper=s.iou_upper,
+        fg_idxs, bg_idxs = self.sampling.subsample(
+            labels, self.batch_size_per_image,
+            self.positive_fraction if positive_fraction is None else positive_fraction,
+            self.num_classes, max_ious=max_ious, matched_idxs=matched_idxs,
         )
         sampled_idxs = torch.cat([fg_idxs, bg_idxs], dim=0)
         return sampled_idxs, labels[sampled_idxs], max_ious[bg_idxs]
+
+    @staticmethod
+    def _sampled_instances(proposals_per_image, targets_per_image, matched_idxs, sampled_idxs,
+                           gt_classes):
+        """The sampled proposals with their labels and their matched ground truth's ``gt_*``
+        fields (as Detectron2's ``label_and_sample_proposals`` builds them)."""
+        sampled = proposals_per_image[sampled_idxs]
+        sampled.gt_classes = gt_classes
+        if len(targets_per_image) > 0:
+            sampled_targets = matched_idxs[sampled_idxs]
+            for name, value in targets_per_image.get_fields().items():
+                if name.startswith("gt_") and not sampled.has(name):
+                    sampled.set(name, value[sampled_targets])
+        return sampled
 
     @torch.no_grad()
     def label_and_sample_proposals(self, proposals, targets):
@@ -75,19 +90,14 @@ class LibraROIHeads(StandardROIHeads):
             proposals = add_ground_truth_to_proposals(targets, proposals)
         proposals_with_gt, num_fg, num_bg, neg_ious = [], [], [], []
         for proposals_per_image, targets_per_image in zip(proposals, targets):
-            has_gt = len(targets_per_image) > 0
             quality = pairwise_iou(targets_per_image.gt_boxes, proposals_per_image.proposal_boxes)
             matched_idxs, matched_labels, max_ious = self.proposal_matcher.match_with_quality(quality)
             sampled_idxs, gt_classes, bg_ious = self._sample_proposals_balanced(
                 matched_idxs, matched_labels, max_ious, targets_per_image.gt_classes
             )
-            proposals_per_image = proposals_per_image[sampled_idxs]
-            proposals_per_image.gt_classes = gt_classes
-            if has_gt:
-                sampled_targets = matched_idxs[sampled_idxs]
-                for name, value in targets_per_image.get_fields().items():
-                    if name.startswith("gt_") and not proposals_per_image.has(name):
-                        proposals_per_image.set(name, value[sampled_targets])
+            proposals_per_image = self._sampled_instances(
+                proposals_per_image, targets_per_image, matched_idxs, sampled_idxs, gt_classes
+            )
             num_bg.append((gt_classes == self.num_classes).sum().item())
             num_fg.append(gt_classes.numel() - num_bg[-1])
             neg_ious.append(bg_ious)

@@ -173,17 +173,6 @@ class ParallelROIHeads(LibraROIHeads):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ sampling
-    def _sample_for_head(self, k, matched_idxs, matched_labels, max_ious, gt_classes):
-        """LibraROIHeads' sampling of one image's proposals with module k's positive fraction."""
-        saved = self.positive_fraction
-        self.positive_fraction = self.positive_fractions[k]
-        try:
-            return self._sample_proposals_balanced(
-                matched_idxs, matched_labels, max_ious, gt_classes
-            )
-        finally:
-            self.positive_fraction = saved
-
     @torch.no_grad()
     def label_and_sample_proposals_per_head(
         self, proposals: List[Instances], targets: List[Instances]
@@ -202,22 +191,18 @@ class ParallelROIHeads(LibraROIHeads):
         num_bg = [[] for _ in range(n)]
         neg_ious = [[] for _ in range(n)]
         for proposals_per_image, targets_per_image in zip(proposals, targets):
-            has_gt = len(targets_per_image) > 0
             quality = pairwise_iou(targets_per_image.gt_boxes, proposals_per_image.proposal_boxes)
             matched_idxs, matched_labels, max_ious = self.proposal_matcher.match_with_quality(
                 quality
             )
             for k in range(n):
-                sampled_idxs, gt_classes, bg_ious = self._sample_for_head(
-                    k, matched_idxs, matched_labels, max_ious, targets_per_image.gt_classes
+                sampled_idxs, gt_classes, bg_ious = self._sample_proposals_balanced(
+                    matched_idxs, matched_labels, max_ious, targets_per_image.gt_classes,
+                    positive_fraction=self.positive_fractions[k],
                 )
-                sampled = proposals_per_image[sampled_idxs]
-                sampled.gt_classes = gt_classes
-                if has_gt:
-                    sampled_targets = matched_idxs[sampled_idxs]
-                    for name, value in targets_per_image.get_fields().items():
-                        if name.startswith("gt_") and not sampled.has(name):
-                            sampled.set(name, value[sampled_targets])
+                sampled = self._sampled_instances(
+                    proposals_per_image, targets_per_image, matched_idxs, sampled_idxs, gt_classes
+                )
                 num_bg[k].append((gt_classes == self.num_classes).sum().item())
                 num_fg[k].append(gt_classes.numel() - num_bg[k][-1])
                 neg_ious[k].append(bg_ious)
