@@ -174,6 +174,7 @@ def step_benchmark(args, device):
     cfg.merge_from_file(args.step_config)
     cfg.MODEL.DEVICE = str(device)
     cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.RETINANET.NORM = ""  # Detectron2 0.6's RetinaNet cannot build GN heads
     efl_model = build_model(cfg).train()
     base_cfg = cfg.clone()
     base_cfg.MODEL.META_ARCHITECTURE = "RetinaNet"

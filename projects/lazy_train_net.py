@@ -7,7 +7,8 @@
     python projects/lazy_train_net.py --config-file ... --num-gpus 2 --resume
 
 The config provides ``model``, ``dataloader.train/test/evaluator``, ``optimizer``, ``lr_multiplier``
-and ``train`` (see Detectron2's ``common/train.py``). Same launcher, trainer loop, exact resume and
+and ``train`` (see Detectron2's ``common/train.py``; ``train.clip_gradients`` takes the options of
+``SOLVER.CLIP_GRADIENTS`` in lower case, ``train.rga`` those of RGA). Same launcher, trainer loop, exact resume and
 CPU/GPU multi-process support as ``train_net.py``.
 """
 import json
@@ -24,6 +25,7 @@ from detectron2.utils import comm
 from libra_d2.engine import ExactResume, LibraTrainLoop, ProgressBar, check_datasets, launch_from_args
 from libra_d2.engine.gradient_annealing import gradient_annealing_from_train_cfg
 from libra_d2.engine.train_loop import capture_rng_state, restore_rng_state
+from libra_d2.solver import add_gradient_clipping_from_train_cfg
 from libra_d2.utils.compat import create_ddp_model
 
 logger = logging.getLogger("libra_d2.lazy_train_net")
@@ -53,6 +55,7 @@ def do_train(args, cfg):
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
+    optim = add_gradient_clipping_from_train_cfg(optim, cfg.train)  # train.clip_gradients, if enabled
     train_loader = instantiate(cfg.dataloader.train)
     model = create_ddp_model(model, **cfg.train.ddp)
     trainer = LibraTrainLoop(model, train_loader, optim, amp=cfg.train.amp.enabled)

@@ -1,6 +1,7 @@
 """Plain Faster R-CNN on LT-Shapes, tiny CPU setting, as a lazy config (the twin of
-configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml, without its gradient clipping, which Detectron2's
-lazy optimizer config has no option for). Run with projects/lazy_train_net.py."""
+configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml). Run with projects/lazy_train_net.py. Gradient
+clipping: ``train.clip_gradients`` (``SOLVER.CLIP_GRADIENTS``' options in lower case, applied by the
+launcher with Detectron2's own clipper)."""
 import detectron2.data.transforms as T
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
@@ -72,6 +73,8 @@ optimizer.lr = 0.02
 optimizer.weight_decay = 1e-4
 train.max_iter = 600
 train.device = "cpu"
+# per-parameter gradient-norm clipping, as every tiny YAML config (see Base-Tiny.yaml)
+train.clip_gradients = dict(enabled=True, clip_type="norm", clip_value=1.0, norm_type=2.0)
 train.eval_period = 0
 train.checkpointer = dict(period=200, max_to_keep=100)
 train.output_dir = "output/lt_shapes/lazy_faster_rcnn_R_18_FPN_tiny"
