@@ -3,7 +3,9 @@
 on the tiny LT-Shapes Faster R-CNN (batch of 8 128 px images):
 
 1. a training step (forward + backward + [RGA scaling] + SGD step): one R-CNN head, the same with
-   RGA (target <= 1.02x), PRM with two heads (target <= 1.15x), PRM + RGA;
+   RGA (target <= 1.02x), PRM with two heads (target <= 1.15x; nested sampling, the default), PRM
+   + RGA, and PRM with independent sampling (MODEL.PRM.NESTED_SAMPLING False); the RoIs pooled per
+   image (union of the heads' samples) are reported;
 2. inference (same batch, no score threshold, 300 proposals per image): one head vs PRM's
    two-head ensemble (target <= 1.10x); RGA changes nothing at inference;
 3. the RGA hook alone (its after_backward on real gradients), as a share of the training step,
@@ -12,7 +14,14 @@ on the tiny LT-Shapes Faster R-CNN (batch of 8 128 px images):
 Variants are interleaved round by round so that drifts of a shared machine hit them alike; the
 reported number is the median. Writes the tables to --output (markdown) as well.
 
-    python dev/benchmark_rga_prm.py [--rounds 5] [--steps 6] [--output docs/benchmarks/rga_prm.md]
+The number of positives sampled (hence the RoIs PRM pools) depends on the model's state: from
+scratch the RPN finds few positives and the heads' samples nearly coincide. ``--weights PATH``
+(repeatable; "" = from scratch, the default) starts every variant from a trained single-head
+checkpoint (loaded into every PRM head), e.g. output/libra_rcnn/baseline/model_final.pth, where
+the 1:1 head samples ~49 positives per image as in the middle of training; one table per state.
+
+    python dev/benchmark_rga_prm.py [--rounds 5] [--steps 6] [--threads N] [--weights PATH ...]
+        [--output docs/benchmarks/rga_prm.md]
 """
 import argparse
 import os
@@ -22,6 +31,7 @@ import types
 
 import libra_d2  # noqa: F401  (first: registers components)
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
@@ -34,12 +44,14 @@ from libra_d2.engine.gradient_annealing import GradientAnnealing
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"
 PRM = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny_prm.yaml"
-# name: (config, RGA on)
+INDEPENDENT = ["MODEL.PRM.NESTED_SAMPLING", False]
+# name: (config, RGA on, extra options)
 VARIANTS = {
-    "Faster R-CNN (one head)": (BASE, False),
-    "+ RGA": (BASE, True),
-    "PRM (two heads)": (PRM, False),
-    "PRM + RGA": (PRM, True),
+    "Faster R-CNN (one head)": (BASE, False, []),
+    "+ RGA": (BASE, True, []),
+    "PRM (two heads)": (PRM, False, []),
+    "PRM + RGA": (PRM, True, []),
+    "PRM, independent sampling": (PRM, False, INDEPENDENT),
 }
 ONE_HEAD = "Faster R-CNN (one head)"
 
@@ -50,14 +62,16 @@ def timed(fn):
     return time.perf_counter() - t0
 
 
-def build(config, rga):
+def build(config, rga, opts=(), weights=""):
     cfg = get_cfg()
     libra_d2.add_libra_config(cfg)
     cfg.merge_from_file(os.path.join(REPO_ROOT, config))
     # fixed inference workload: keep every detection (no score threshold) of the 300 proposals
-    cfg.merge_from_list(["MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0])
+    cfg.merge_from_list(["MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0, *opts])
     torch.manual_seed(0)
     model = build_model(cfg)
+    if weights:
+        DetectionCheckpointer(model).load(weights)
     hook = None
     if rga:
         hook = GradientAnnealing(lambda0=7.0)
@@ -73,16 +87,37 @@ def main():
     ap.add_argument("--hook-repeats", type=int, default=200)
     ap.add_argument("--output", default="docs/benchmarks/rga_prm.md")
     ap.add_argument("--note", default="", help="a line added under the tables (e.g. machine load)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--weights", action="append", default=None,
+                    help='start from this checkpoint ("": from scratch); repeatable, one table each')
     args = ap.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    lines = ["Machine: {} CPU threads, torch {}; {} rounds x {} steps per variant, median.".format(
+        torch.get_num_threads(), torch.__version__, args.rounds, args.steps)]
+    for weights in args.weights or [""]:
+        lines += [""] + run_state(args, weights)
+    if args.note:
+        lines += ["", args.note]
+    text = "\n".join(lines)
+    print(text)
+    if args.output:
+        os.makedirs(os.path.dirname(args.output), exist_ok=True)
+        with open(args.output, "w") as f:
+            f.write("# RGA + PRM benchmark (dev/benchmark_rga_prm.py)\n\n" + text + "\n")
 
+
+def run_state(args, weights):
+    """One table: every variant from ``weights`` ("" = from scratch), interleaved."""
     cfg0 = build(BASE, False)[0]
     mapper = CheckedDatasetMapper(cfg0, is_train=True)
     records = DatasetCatalog.get(cfg0.DATASETS.TRAIN[0])[: cfg0.SOLVER.IMS_PER_BATCH]
     batch = [mapper(dict(r)) for r in records]
     test_batch = [{"image": d["image"], "height": 128, "width": 128} for d in batch]
-    built = {name: build(cfg, rga) for name, (cfg, rga) in VARIANTS.items()}
+    built = {name: build(cfg, rga, opts, weights) for name, (cfg, rga, opts) in VARIANTS.items()}
+    pooled = {}
 
-    def train_step(model, opt, hook):
+    def train_step(model, opt, hook, name=None):
         model.train()
         with EventStorage() as storage:
             loss = sum(model(batch).values())
@@ -92,6 +127,13 @@ def main():
                 hook.trainer.storage = storage
                 hook.after_backward()
             opt.step()
+        if name is not None:  # RoIs pooled per image; one head: its sample
+            fg = storage.history("roi_head/num_fg_samples").latest()
+            if "prm/pooled_rois_per_image" in storage.histories():
+                rois = storage.history("prm/pooled_rois_per_image").latest()
+            else:
+                rois = fg + storage.history("roi_head/num_bg_samples").latest()
+            pooled.setdefault(name, []).append((rois, fg))
 
     def infer(model):
         model.eval()
@@ -107,7 +149,8 @@ def main():
     infer_t = {k: [] for k in built}
     for _ in range(args.rounds):
         for name, (_, model, opt, hook) in built.items():
-            train_t[name] += [timed(lambda: train_step(model, opt, hook)) for _ in range(args.steps)]
+            train_t[name] += [timed(lambda: train_step(model, opt, hook, name))
+                              for _ in range(args.steps)]
             if hook is None:  # RGA does not change inference
                 infer_t[name] += [timed(lambda: infer(model)) for _ in range(args.steps)]
 
@@ -122,31 +165,26 @@ def main():
 
     med = {k: statistics.median(v) for k, v in train_t.items()}
     imed = {k: statistics.median(v) for k, v in infer_t.items() if v}
-    lines = ["Machine: {} CPU threads, torch {}; {} rounds x {} steps per variant, median.".format(
-        torch.get_num_threads(), torch.__version__, args.rounds, args.steps), ""]
-    lines += ["Tiny LT-Shapes Faster R-CNN, batch of {} 128 px images (targets: RGA <= 1.02x train; "
-              "PRM <= 1.15x train, <= 1.10x inference):".format(len(batch)), "",
-              "| model | train step ms | ratio | inference ms | ratio |", "|---|---|---|---|---|"]
+    lines = ["{}, tiny LT-Shapes Faster R-CNN, batch of {} 128 px images (targets: RGA <= 1.02x "
+             "train; PRM <= 1.15x train, <= 1.10x inference):".format(
+                 "From weights `{}`".format(weights) if weights else "From scratch", len(batch)), "",
+             "| model | RoIs pooled / image (positives of the 1:1 head) | train step ms | ratio "
+             "| inference ms | ratio |", "|---|---|---|---|---|---|"]
     for name in built:
         inf = imed.get(name)
         inf_cells = ("{:.0f} | {:.2f}x".format(inf * 1e3, inf / imed[ONE_HEAD]) if inf is not None
                      else "= without RGA | -")
-        lines.append("| {} | {:.0f} | {:.2f}x | {} |".format(
-            name, med[name] * 1e3, med[name] / med[ONE_HEAD], inf_cells))
+        rois = statistics.mean(r for r, _ in pooled[name])
+        fg = statistics.mean(f for _, f in pooled[name])
+        lines.append("| {} | {:.0f} ({:.0f}) | {:.0f} | {:.2f}x | {} |".format(
+            name, rois, fg, med[name] * 1e3, med[name] / med[ONE_HEAD], inf_cells))
     lines += ["", "RGA hook alone (after_backward: scale the R-CNN gradients, log lambda):", "",
               "| model | scaled tensors | hook ms | share of its train step |", "|---|---|---|---|"]
     for name, t in hook_t.items():
         hook = built[name][3]
         lines.append("| {} | {} | {:.3f} | {:.2%} |".format(
             name, len(hook.parameter_names), t * 1e3, t / med[name]))
-    if args.note:
-        lines += ["", args.note]
-    text = "\n".join(lines)
-    print(text)
-    if args.output:
-        os.makedirs(os.path.dirname(args.output), exist_ok=True)
-        with open(args.output, "w") as f:
-            f.write("# RGA + PRM benchmark (dev/benchmark_rga_prm.py)\n\n" + text + "\n")
+    return lines
 
 
 if __name__ == "__main__":

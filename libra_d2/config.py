@@ -91,6 +91,13 @@ def add_libra_config(cfg):
     # -1: average the heads' pre-softmax class logits, boxes from the highest-fraction head;
     # k: evaluate head k alone (its logits and its boxes).
     _C.MODEL.PRM.TEST_HEAD = -1
+    # True: with the random sampler, the modules' samples are nested prefixes of one random order
+    # of the positives and one of the negatives (each is still a uniform random sample of its own
+    # size and fraction; the 1:9 module's positives are a subset of the 1:1 module's, its
+    # negatives a superset), so fewer distinct RoIs are pooled per step (179 instead of up to
+    # 256 per image for 1:1 and 1:9 of 128). False: independent samples. No effect with Libra's
+    # balanced samplers (always independent) or with one module.
+    _C.MODEL.PRM.NESTED_SAMPLING = True
 
     # --- Equalized Focal Loss (META_ARCHITECTURE "EFLRetinaNet"; modeling/meta_arch/efl_retinanet.py) ---
     # gamma_j = GAMMA_B + SCALE (1 - g_j), weight_j = gamma_j / GAMMA_B (paper eq. 3-4); SCALE 0 is
@@ -113,4 +120,39 @@ def add_libra_config(cfg):
     # positives; test score = sigmoid(cls) * sigmoid(iou).
     _C.MODEL.EFL.IOU_BRANCH = False
     _C.MODEL.EFL.IOU_LOSS_WEIGHT = 1.0
+
+    # --- LOCE (ROI_HEADS.NAME "LOCEROIHeads"; modeling/roi_heads/loce_roi_heads.py, engine/loce.py) ---
+    # LOCEROIHeads always tracks the mean classification score vector s (C + 1 entries, a checkpointed
+    # buffer roi_heads.box_predictor.mean_score.score): with everything below off it trains exactly
+    # like LibraROIHeads ("track-only", e.g. the stage-1 baseline's mean-score curve).
+    _C.MODEL.LOCE = CN()
+    # Equilibrium Loss: cross-entropy on z + log s (paper eq. 3-4); plain softmax at test time.
+    _C.MODEL.LOCE.EQUILIBRIUM_LOSS = False
+    _C.MODEL.LOCE.SCORE_MOMENTUM = 0.9  # alpha: s <- a^n s + (1 - a^n) mean(entries), n entries
+    _C.MODEL.LOCE.BACKGROUND_SCORE = 0.01  # constant background entry s_{C+1}
+    _C.MODEL.LOCE.INIT_SCORE = 0.01  # initial foreground entries
+    _C.MODEL.LOCE.LOG_PERIOD = 20  # loce/mean_score/{r,c,f,all} to the EventStorage; 0: off
+    # Decoupled stage 2: fine-tune from a stage-1 checkpoint (MODEL.WEIGHTS, or a checkpoint in
+    # OUTPUT_DIR to resume; training fails with a ConfigError without either). The modules under the
+    # FREEZE prefixes (whole name components) get requires_grad False and their BatchNorm layers are
+    # kept in eval mode (running statistics never change). Box predictor, RPN, mask head train.
+    _C.MODEL.LOCE.FINETUNE = False
+    _C.MODEL.LOCE.FREEZE = ["backbone", "roi_heads.box_head"]
+    # Reset s to INIT_SCORE when a fine-tune starts from iteration 0 (the reference starts stage 2
+    # from fresh scores); a resumed run keeps the checkpointed s.
+    _C.MODEL.LOCE.RESET_SCORES_AT_START = True
+    # Memory-augmented Feature Sampling (needs the frozen backbone of FINETUNE: stored features
+    # must stay valid). The memory is per process and not checkpointed: it is re-filled on resume.
+    _C.MODEL.LOCE.MFS = CN()
+    _C.MODEL.LOCE.MFS.ENABLED = False
+    _C.MODEL.LOCE.MFS.QUEUE_SIZE = 80  # M, items per class
+    _C.MODEL.LOCE.MFS.NUM_CLASSES = 8  # k classes drawn per step (per process), p ~ 1 / s
+    _C.MODEL.LOCE.MFS.SAMPLES_PER_CLASS = 4  # m rows per drawn class
+    _C.MODEL.LOCE.MFS.NUM_JITTER = 16  # jittered boxes per GT pushed each step (eq. 5)
+    _C.MODEL.LOCE.MFS.DEVICE = "cpu"  # where the memory lives; "": the model's device
+    _C.MODEL.LOCE.MFS.DTYPE = "float32"  # storage precision: "float32" or "float16" (half the memory)
+    # Class-balanced pre-fill before training: up to this many training images per class
+    # (0: no pre-fill), run through the backbone in batches of PREFILL_BATCH_SIZE.
+    _C.MODEL.LOCE.MFS.PREFILL_IMAGES_PER_CLASS = 5
+    _C.MODEL.LOCE.MFS.PREFILL_BATCH_SIZE = 8
     return cfg

@@ -1,5 +1,6 @@
 from .hooks import TRAINER_HOOK_REGISTRY, ExactResume, ProgressBar, build_method_hooks
 from . import gradient_annealing  # noqa: F401,E402  (registers RGA in TRAINER_HOOK_REGISTRY)
+from . import loce  # noqa: F401,E402  (registers LOCE's fine-tune / feature-memory hooks)
 from .launch import launch, launch_from_args
 from .setup import ConfigError, DatasetError, check_datasets, merge_cfg_checked, setup_cfg
 from .train_loop import LibraTrainLoop

@@ -7,6 +7,8 @@ import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..config import add_libra_config
 
@@ -96,5 +98,8 @@ def setup_cfg(args, *, do_default_setup=True):
     cfg.freeze()
     if do_default_setup:
         default_setup(cfg, args)
+        # libra_d2's own loggers (hook progress such as LOCE's memory pre-fill) next to Detectron2's
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="libra_d2",
+                     abbrev_name="libra_d2")
     check_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
     return cfg

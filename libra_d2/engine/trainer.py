@@ -9,6 +9,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..data.build import build_resumable_train_loader, build_test_loader
 from ..evaluation import build_evaluator
+from ..modeling.freeze import freeze_from_cfg
 from ..utils.compat import DEFAULT_TRAINER_CHECKPOINTS_OPTIMIZER, create_ddp_model
 from .hooks import ExactResume, ProgressBar, build_method_hooks
 from .train_loop import LibraTrainLoop, capture_rng_state, restore_rng_state
@@ -25,7 +26,8 @@ class LibraTrainer(DefaultTrainer):
     * repeat-factor sampling through Detectron2's ``DATALOADER.SAMPLER_TRAIN``;
     * DDP on CPU (gloo) as well as GPU, and exact ``--resume`` (see :class:`ExactResume`);
     * ``after_backward`` hooks on every Detectron2 version (see :class:`LibraTrainLoop`);
-    * evaluation that never disturbs the training RNG streams.
+    * evaluation that never disturbs the training RNG streams;
+    * frozen modules for decoupled fine-tuning (``MODEL.LOCE.FINETUNE`` / ``FREEZE``).
 
     Methods add their hooks through :data:`~libra_d2.engine.hooks.TRAINER_HOOK_REGISTRY` (e.g. RGA).
     """
@@ -82,6 +84,17 @@ class LibraTrainer(DefaultTrainer):
         def load_state_dict(self, state_dict):
             super().load_state_dict(state_dict)
             self._trainer.load_state_dict(state_dict["_trainer"])
+
+    @classmethod
+    def build_model(cls, cfg):
+        """Detectron2's model, with ``MODEL.LOCE.FREEZE`` frozen for a decoupled fine-tune
+        (``MODEL.LOCE.FINETUNE``): before the optimizer and DDP see the parameters."""
+        model = super().build_model(cfg)
+        frozen = freeze_from_cfg(cfg, model)
+        if frozen:
+            logger.info("Fine-tuning: froze %d parameter tensors under %s (BatchNorm in eval mode)",
+                        len(frozen), list(cfg.MODEL.LOCE.FREEZE))
+        return model
 
     @classmethod
     def build_train_loader(cls, cfg):

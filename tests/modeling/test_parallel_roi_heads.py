@@ -131,16 +131,14 @@ def _roi_heads_and_features(*opts, num_images=2, seed=0):
     return heads, features, g
 
 
-def test_each_module_samples_with_its_own_positive_fraction():
-    heads, features, g = _roi_heads_and_features()
-    heads.train()
+def _near_and_far_proposals(g, num_images=2):
+    """Per image 2 GTs, 150 proposals close to them (IoU > 0.5: positives), 150 small far ones."""
     proposals, targets = [], []
-    for _ in range(2):
+    for _ in range(num_images):
         gt = torch.tensor([[4.0, 4.0, 28.0, 30.0], [30.0, 20.0, 60.0, 50.0]])
         t = Instances((64, 64))
         t.gt_boxes = Boxes(gt)
         t.gt_classes = torch.tensor([3, 17])
-        # 150 proposals close to the GT boxes (IoU > 0.5: positives), 150 small far ones
         near = gt.repeat(75, 1) + torch.rand(150, 4, generator=g) * 2 - 1
         xy = torch.rand(150, 2, generator=g) * 56
         far = torch.cat([xy, xy + 4], dim=1)
@@ -149,6 +147,15 @@ def test_each_module_samples_with_its_own_positive_fraction():
         p.objectness_logits = torch.zeros(300)
         proposals.append(p)
         targets.append(t)
+    return proposals, targets
+
+
+@pytest.mark.parametrize("nested", [True, False], ids=["nested", "independent"])
+def test_each_module_samples_with_its_own_positive_fraction(nested):
+    heads, features, g = _roi_heads_and_features("MODEL.PRM.NESTED_SAMPLING", nested)
+    assert heads.nested_sampling is nested
+    heads.train()
+    proposals, targets = _near_and_far_proposals(g)
     with EventStorage() as storage:
         per_head = heads.label_and_sample_proposals_per_head(proposals, targets)
     batch = 128  # BATCH_SIZE_PER_IMAGE of the tiny config
@@ -156,8 +163,83 @@ def test_each_module_samples_with_its_own_positive_fraction():
         for sampled in per_head[k]:
             assert len(sampled) == batch
             assert (sampled.gt_classes < 32).sum().item() == int(batch * fraction)
+            assert len(set(map(tuple, sampled.proposal_boxes.tensor.tolist()))) == batch
         assert storage.history("prm/num_fg_samples_h{}".format(k)).latest() == int(batch * fraction)
     assert storage.history("roi_head/num_fg_samples").latest() == 64  # the 0.5 module's
+    # pooled once per image: the union of the two samples (nested: 64 positives + 116 negatives)
+    pooled = storage.history("prm/pooled_rois_per_image").latest()
+    if nested:
+        assert pooled == 64 + 116
+    else:
+        assert 64 + 116 < pooled <= 256
+
+
+def _box_set(instances, positives):
+    fg = (instances.gt_classes < 32) == positives
+    return set(map(tuple, instances.proposal_boxes.tensor[fg].tolist()))
+
+
+def test_nested_samples_are_nested_and_uniform():
+    """Nested: the 1:9 module's positives are among the 1:1 module's, its negatives include the
+    1:1 module's; yet over many draws every module's sample is uniform over the candidates (each
+    positive is picked by the 1:9 module with probability 12 / 150)."""
+    heads, features, g = _roi_heads_and_features()
+    heads.train()
+    proposals, targets = _near_and_far_proposals(g, num_images=1)
+    counts = {}
+    torch.manual_seed(0)
+    draws = 300
+    with EventStorage():
+        for _ in range(draws):
+            h0, h1 = (out[0] for out in heads.label_and_sample_proposals_per_head(proposals, targets))
+            assert _box_set(h1, True) <= _box_set(h0, True)
+            assert _box_set(h0, False) <= _box_set(h1, False)
+            for box in _box_set(h1, True):
+                counts[box] = counts.get(box, 0) + 1
+    # 150 near proposals + the 2 appended GT boxes are positives
+    assert len(counts) == 152
+    expected = draws * 12 / 152
+    assert all(expected / 4 < c < 3 * expected for c in counts.values())
+
+
+@pytest.mark.parametrize("nested", [True, False], ids=["nested", "independent"])
+def test_union_pooling_equals_pooling_every_module_alone(nested):
+    """The union's RoI features, indexed by a module's rows, are bit-identical to pooling the
+    module's own sample, and so are the losses."""
+    heads, features, g = _roi_heads_and_features("MODEL.PRM.NESTED_SAMPLING", nested)
+    heads.train()
+    proposals, targets = _near_and_far_proposals(g)
+    feats = [features[f] for f in heads.box_in_features]
+    with EventStorage():
+        per_head, union, rows = heads._label_and_sample_union(proposals, targets)
+        pooled = heads.box_pooler(feats, union)
+        assert len(pooled) < sum(len(x) for out in per_head for x in out)
+        for k in range(2):
+            alone = heads.box_pooler(feats, [x.proposal_boxes for x in per_head[k]])
+            assert torch.equal(pooled[rows[k]], alone)
+        a = heads._forward_box(features, per_head, union=union, rows=rows)
+        b = heads._forward_box(features, per_head)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_balanced_samplers_are_sampled_independently():
+    """A subset of a balanced sample is not a balanced sample: with Libra's samplers nested
+    sampling is not used (no subset relation is forced)."""
+    heads, features, g = _roi_heads_and_features(
+        "MODEL.ROI_HEADS.SAMPLER.POS", "instance", "MODEL.ROI_HEADS.SAMPLER.NEG", "iou_balanced"
+    )
+    heads.train()
+    proposals, targets = _near_and_far_proposals(g)
+    torch.manual_seed(0)
+    with EventStorage() as storage:
+        per_head = heads.label_and_sample_proposals_per_head(proposals, targets)
+    assert storage.history("prm/pooled_rois_per_image").latest() > 64 + 116
+    for k, fraction in enumerate((0.5, 0.1)):
+        for sampled in per_head[k]:
+            assert len(sampled) == 128
+            assert (sampled.gt_classes < 32).sum().item() == int(128 * fraction)
 
 
 def test_parallel_mask_rcnn_trains_and_predicts_masks():

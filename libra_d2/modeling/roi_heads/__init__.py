@@ -1,12 +1,16 @@
 """ROI heads. Importing this registers them in Detectron2's ROI_HEADS_REGISTRY."""
 from .fast_rcnn import CLS_LOSS_TYPES, LibraFastRCNNOutputLayers, training_class_image_counts
 from .libra_roi_heads import LibraROIHeads
+from .loce_roi_heads import LOCEFastRCNNOutputLayers, LOCEROIHeads, MemoryBatch
 from .parallel_roi_heads import ParallelROIHeads
 
 __all__ = [
     "CLS_LOSS_TYPES",
     "LibraFastRCNNOutputLayers",
     "LibraROIHeads",
+    "LOCEFastRCNNOutputLayers",
+    "LOCEROIHeads",
+    "MemoryBatch",
     "ParallelROIHeads",
     "training_class_image_counts",
 ]

@@ -6,6 +6,20 @@ are matched to the ground truth once; then every head draws its own sample of th
 is trained on it. The losses of all heads are summed (named ``loss_cls_h<k>``,
 ``loss_box_reg_h<k>``, ...), so the shared backbone receives the sum of their gradients.
 
+Training cost: the RoI features of the *union* of the heads' samples are pooled once per step
+(RoIAlign forward and backward on CPU are the largest per-head cost; every head then indexes its
+rows, which are identical to pooling its sample alone). With ``nested_sampling`` (the default,
+``MODEL.PRM.NESTED_SAMPLING``) and Detectron2's random sampler, the heads' samples are nested
+prefixes of one random order of the positives and one of the negatives: head k takes the first
+``num_pos_k`` positives and the first ``num_neg_k`` negatives. Every head's sample is still a
+uniformly random subset of its own size (the same marginal distribution, positive fraction and
+batch size as sampling it alone); only the heads' samples are correlated (the 1:9 head's
+positives are a subset of the 1:1 head's, its negatives a superset), as the paper describes them
+("almost subsets"). The union is then ``max num_pos + max num_neg`` RoIs per image (64 + 115 =
+179 for 1:1 and 1:9 of 128) instead of up to 256. With Libra's balanced samplers the heads are
+sampled independently (a subset of a balanced sample is not a balanced sample of the smaller
+size), as with ``nested_sampling=False``.
+
 Inference: the RoI features of the proposals are pooled once, every head computes its class
 logits, the logits (before softmax / sigmoid) are averaged, the box deltas are taken from the
 head with the highest positive fraction (its regression saw the most positives), and Detectron2's
@@ -77,6 +91,7 @@ class ParallelROIHeads(LibraROIHeads):
         box_predictors: Sequence[nn.Module],
         positive_fractions: Sequence[float] = (0.5, 0.1),
         test_head: int = -1,
+        nested_sampling: bool = True,
         **kwargs,
     ):
         """
@@ -85,6 +100,9 @@ class ParallelROIHeads(LibraROIHeads):
                 interface) per parallel R-CNN module.
             positive_fractions: each module's positive fraction of its sampled RoIs.
             test_head: -1: ensemble at inference; k: use module k alone.
+            nested_sampling: with the random sampler, draw the modules' samples as nested
+                prefixes of one random order (see the module docstring); False: every module
+                samples independently. No effect with one module or with balanced samplers.
             kwargs: :class:`LibraROIHeads` arguments except ``box_head`` / ``box_predictor``
                 (``positive_fraction`` is replaced by the per-module fractions).
         """
@@ -122,12 +140,14 @@ class ParallelROIHeads(LibraROIHeads):
         self.positive_fractions = tuple(fractions)
         self.regression_head = regression_head
         self.test_head = int(test_head)
+        self.nested_sampling = bool(nested_sampling)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
         ret["positive_fractions"] = list(cfg.MODEL.PRM.POSITIVE_FRACTIONS)
         ret["test_head"] = cfg.MODEL.PRM.TEST_HEAD
+        ret["nested_sampling"] = cfg.MODEL.PRM.NESTED_SAMPLING
         return ret
 
     @classmethod
@@ -173,33 +193,67 @@ class ParallelROIHeads(LibraROIHeads):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ sampling
+    def _sample_nested(self, matched_idxs, matched_labels, max_ious, gt_classes):
+        """Every module's sample as prefixes of one random order of the positives and one of the
+        negatives (Detectron2's ``subsample_labels`` counts and recipe: ``randperm`` then the
+        first ``n``). Returns one ``(sampled_idxs, gt_classes, bg_ious)`` per module."""
+        if gt_classes.numel() > 0:
+            labels = gt_classes[matched_idxs]
+            labels[matched_labels == 0] = self.num_classes
+            labels[matched_labels == -1] = -1
+        else:
+            labels = torch.zeros_like(matched_idxs) + self.num_classes
+        positive = torch.nonzero((labels != -1) & (labels != self.num_classes), as_tuple=True)[0]
+        negative = torch.nonzero(labels == self.num_classes, as_tuple=True)[0]
+        b = self.batch_size_per_image
+        num_pos = [min(positive.numel(), int(b * f)) for f in self.positive_fractions]
+        num_neg = [min(negative.numel(), b - p) for p in num_pos]
+        positive = positive[torch.randperm(positive.numel(), device=positive.device)[: max(num_pos)]]
+        negative = negative[torch.randperm(negative.numel(), device=negative.device)[: max(num_neg)]]
+        out = []
+        for p, q in zip(num_pos, num_neg):
+            sampled_idxs = torch.cat([positive[:p], negative[:q]])
+            out.append((sampled_idxs, labels[sampled_idxs], max_ious[negative[:q]]))
+        return out
+
     @torch.no_grad()
-    def label_and_sample_proposals_per_head(
-        self, proposals: List[Instances], targets: List[Instances]
-    ) -> List[List[Instances]]:
+    def _label_and_sample_union(self, proposals: List[Instances], targets: List[Instances]):
         """Match the proposals once, then sample them once per module.
 
         Returns:
-            ``out[k][i]``: the proposals of image i sampled for module k, with ``gt_classes`` and
-            the matched ``gt_*`` fields (as ``label_and_sample_proposals`` of a single head).
+            ``(per_head, union, rows)``: ``per_head[k][i]`` the proposals of image i sampled for
+            module k (as :meth:`label_and_sample_proposals_per_head`); ``union[i]`` the
+            ``Boxes`` of the union of the modules' samples of image i (each proposal once);
+            ``rows[k]`` the rows of module k's sampled proposals (all images, in order) among
+            the concatenated union boxes.
         """
         if self.proposal_append_gt:
             proposals = add_ground_truth_to_proposals(targets, proposals)
         n = self.num_heads
+        nested = self.nested_sampling and n > 1 and self.sampling.is_random
         out = [[] for _ in range(n)]
         num_fg = [[] for _ in range(n)]
         num_bg = [[] for _ in range(n)]
         neg_ious = [[] for _ in range(n)]
+        union, rows, offset = [], [[] for _ in range(n)], 0
         for proposals_per_image, targets_per_image in zip(proposals, targets):
             quality = pairwise_iou(targets_per_image.gt_boxes, proposals_per_image.proposal_boxes)
             matched_idxs, matched_labels, max_ious = self.proposal_matcher.match_with_quality(
                 quality
             )
-            for k in range(n):
-                sampled_idxs, gt_classes, bg_ious = self._sample_proposals_balanced(
-                    matched_idxs, matched_labels, max_ious, targets_per_image.gt_classes,
-                    positive_fraction=self.positive_fractions[k],
+            if nested:
+                samples = self._sample_nested(
+                    matched_idxs, matched_labels, max_ious, targets_per_image.gt_classes
                 )
+            else:
+                samples = [
+                    self._sample_proposals_balanced(
+                        matched_idxs, matched_labels, max_ious, targets_per_image.gt_classes,
+                        positive_fraction=fraction,
+                    )
+                    for fraction in self.positive_fractions
+                ]
+            for k, (sampled_idxs, gt_classes, bg_ious) in enumerate(samples):
                 sampled = self._sampled_instances(
                     proposals_per_image, targets_per_image, matched_idxs, sampled_idxs, gt_classes
                 )
@@ -207,6 +261,13 @@ class ParallelROIHeads(LibraROIHeads):
                 num_fg[k].append(gt_classes.numel() - num_bg[k][-1])
                 neg_ious[k].append(bg_ious)
                 out[k].append(sampled)
+            union_idxs, inverse = torch.unique(
+                torch.cat([s[0] for s in samples]), return_inverse=True
+            )
+            union.append(proposals_per_image.proposal_boxes[union_idxs])
+            for k, part in enumerate(torch.split(inverse, [len(s[0]) for s in samples])):
+                rows[k].append(part + offset)
+            offset += union_idxs.numel()
 
         storage = get_event_storage()
         r = self.regression_head
@@ -221,7 +282,20 @@ class ParallelROIHeads(LibraROIHeads):
         for k in range(n):
             storage.put_scalar("prm/num_fg_samples_h{}".format(k), np.mean(num_fg[k]))
             storage.put_scalar("prm/num_bg_samples_h{}".format(k), np.mean(num_bg[k]))
-        return out
+        if n > 1:
+            storage.put_scalar("prm/pooled_rois_per_image", offset / max(len(union), 1))
+        return out, union, [torch.cat(r) for r in rows]
+
+    def label_and_sample_proposals_per_head(
+        self, proposals: List[Instances], targets: List[Instances]
+    ) -> List[List[Instances]]:
+        """Match the proposals once, then sample them once per module.
+
+        Returns:
+            ``out[k][i]``: the proposals of image i sampled for module k, with ``gt_classes`` and
+            the matched ``gt_*`` fields (as ``label_and_sample_proposals`` of a single head).
+        """
+        return self._label_and_sample_union(proposals, targets)[0]
 
     def label_and_sample_proposals(self, proposals, targets):
         """The regression head's sample (the single-head API)."""
@@ -235,9 +309,9 @@ class ParallelROIHeads(LibraROIHeads):
             pred_instances = self.forward_with_given_boxes(features, pred_instances)
             return pred_instances, {}
         assert targets, "'targets' argument is required during training"
-        per_head = self.label_and_sample_proposals_per_head(proposals, targets)
+        per_head, union, rows = self._label_and_sample_union(proposals, targets)
         del targets
-        losses = self._forward_box(features, per_head)
+        losses = self._forward_box(features, per_head, union=union, rows=rows)
         main = per_head[self.regression_head]
         losses.update(self._forward_mask(features, main))
         losses.update(self._forward_keypoint(features, main))
@@ -246,17 +320,28 @@ class ParallelROIHeads(LibraROIHeads):
     def _head_predictions(self, k, box_features):
         return self.box_predictors[k](self.box_heads[k](box_features))
 
-    def _forward_box(self, features: Dict[str, torch.Tensor], proposals):
+    def _forward_box(self, features: Dict[str, torch.Tensor], proposals, union=None, rows=None):
         """
         Training: ``proposals[k]`` is module k's sampled proposals (a list over images); returns
-        the summed-by-the-caller loss dict with per-module names ``<loss>_h<k>``.
+        the summed-by-the-caller loss dict with per-module names ``<loss>_h<k>``. With ``union``
+        and ``rows`` (see :meth:`_label_and_sample_union`) the union's RoI features are pooled
+        once and module k takes its rows; without, every module pools its own proposals.
         Inference: ``proposals`` is a list over images; returns the predicted instances.
         """
         features = [features[f] for f in self.box_in_features]
         if self.training:
             losses = {}
+            # One module: its own sample (exactly LibraROIHeads' computation).
+            pooled = None
+            if union is not None and self.num_heads > 1:
+                pooled = self.box_pooler(features, union)
             for k, proposals_k in enumerate(proposals):
-                box_features = self.box_pooler(features, [x.proposal_boxes for x in proposals_k])
+                if pooled is None:
+                    box_features = self.box_pooler(
+                        features, [x.proposal_boxes for x in proposals_k]
+                    )
+                else:
+                    box_features = pooled.index_select(0, rows[k])
                 predictions = self._head_predictions(k, box_features)
                 del box_features
                 predictor = self.box_predictors[k]
@@ -273,6 +358,7 @@ class ParallelROIHeads(LibraROIHeads):
                             p.proposal_boxes = Boxes(boxes)
                 for name, value in head_losses.items():
                     losses["{}_h{}".format(name, k)] = value
+            del pooled
             return losses
 
         box_features = self.box_pooler(features, [x.proposal_boxes for x in proposals])

@@ -1,0 +1,234 @@
+"""LOCE's training-side glue: the decoupled fine-tune checks and the feature memory of MFS.
+
+Hooks (added to :class:`~libra_d2.engine.LibraTrainer` through ``TRAINER_HOOK_REGISTRY``):
+
+* :class:`LOCEFineTune` (``MODEL.LOCE.FINETUNE``, any ROI heads): refuses to start stage 2 from scratch (a
+  ``ConfigError`` when neither ``MODEL.WEIGHTS`` nor a checkpoint to resume from exists) and resets
+  the mean scores at the start of a fresh fine-tune. The freezing itself happens when the model is
+  built (``libra_d2.modeling.freeze.freeze_from_cfg`` in ``LibraTrainer.build_model``), before the
+  optimizer and DDP see the parameters.
+* :class:`FeatureMemoryHook` (``MODEL.LOCE.MFS.ENABLED``): ``before_train`` allocates the
+  :class:`~libra_d2.modeling.feature_memory.FeatureMemory`, attaches it to the ROI heads (which push
+  16 jittered GT boxes per GT into it every step) and pre-fills it with a class-balanced pass over a
+  few training images per class; ``before_step`` draws ``k`` classes with ``p ~ 1 / s`` and ``m``
+  rows of each and hands them to ``roi_heads.set_memory_batch``.
+
+The memory is per process (each process pre-fills its own) and is not saved in checkpoints (it is
+several GB for LVIS): a resumed run re-fills it with the pre-fill pass.
+"""
+import copy
+import logging
+import os
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from detectron2.data import get_detection_dataset_dicts
+from detectron2.engine import HookBase
+from detectron2.utils import comm
+from torch import nn
+
+from ..data import CheckedDatasetMapper
+from ..modeling.feature_memory import FeatureMemory, sample_memory_classes
+from ..modeling.roi_heads.loce_roi_heads import LOCEROIHeads, MemoryBatch
+from .hooks import TRAINER_HOOK_REGISTRY
+from .setup import ConfigError
+
+__all__ = [
+    "FeatureMemoryHook",
+    "LOCEFineTune",
+    "build_loce_hooks",
+    "check_finetune_weights",
+    "class_balanced_image_indices",
+    "prefill_feature_memory",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
+def _loce_heads(model: nn.Module) -> LOCEROIHeads:
+    heads = getattr(_unwrap(model), "roi_heads", None)
+    if not isinstance(heads, LOCEROIHeads):
+        raise ConfigError("MODEL.LOCE needs MODEL.ROI_HEADS.NAME 'LOCEROIHeads', the model has {}"
+                          .format(type(heads).__name__))
+    return heads
+
+
+def check_finetune_weights(cfg) -> None:
+    """ConfigError when a LOCE fine-tune would start from random weights: ``MODEL.WEIGHTS`` empty
+    and no ``last_checkpoint`` in ``OUTPUT_DIR`` to resume from."""
+    if cfg.MODEL.WEIGHTS:
+        return
+    if os.path.exists(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")):
+        return
+    raise ConfigError(
+        "MODEL.LOCE.FINETUNE is stage 2 of LOCE's decoupled training: it fine-tunes a stage-1 "
+        "model with the backbone frozen, but MODEL.WEIGHTS is empty and OUTPUT_DIR ({}) has no "
+        "checkpoint to resume from. Train stage 1 first and pass MODEL.WEIGHTS "
+        "<stage-1 OUTPUT_DIR>/model_final.pth".format(cfg.OUTPUT_DIR))
+
+
+class LOCEFineTune(HookBase):
+    """Stage-2 checks and the mean-score reset (see the module docstring)."""
+
+    def __init__(self, cfg, reset_scores: bool = True):
+        self.cfg = cfg
+        self.reset_scores = bool(reset_scores)
+
+    def before_train(self):
+        if self.trainer.start_iter > 0:
+            return  # resumed: weights, optimizer and mean scores come from the checkpoint
+        if not self.cfg.MODEL.WEIGHTS:
+            raise ConfigError(
+                "MODEL.LOCE.FINETUNE starts from iteration 0 with empty MODEL.WEIGHTS (was "
+                "--resume forgotten?): pass the stage-1 model_final.pth as MODEL.WEIGHTS")
+        heads = getattr(_unwrap(self.trainer.model), "roi_heads", None)
+        if self.reset_scores and isinstance(heads, LOCEROIHeads):
+            heads.box_predictor.mean_score.reset()
+
+
+def class_balanced_image_indices(
+    dataset_dicts: Sequence[Dict], num_classes: int, images_per_class: int, seed: int = 0
+) -> List[int]:
+    """Indices of up to ``images_per_class`` records containing each class (drawn without
+    replacement, rarest classes first), each record at most once; sorted."""
+    per_class: List[List[int]] = [[] for _ in range(num_classes)]
+    for i, record in enumerate(dataset_dicts):
+        for c in {a["category_id"] for a in record.get("annotations", []) if not a.get("iscrowd", 0)}:
+            if 0 <= c < num_classes:
+                per_class[c].append(i)
+    rng = np.random.RandomState(seed)
+    chosen = set()
+    for c in sorted(range(num_classes), key=lambda c: len(per_class[c])):
+        candidates = [i for i in per_class[c] if i not in chosen]
+        have = sum(1 for i in per_class[c] if i in chosen)
+        need = max(images_per_class - have, 0)
+        if need and candidates:
+            take = rng.choice(len(candidates), size=min(need, len(candidates)), replace=False)
+            chosen.update(candidates[j] for j in take)
+    return sorted(chosen)
+
+
+@torch.no_grad()
+def prefill_feature_memory(model, records, mapper, batch_size: int = 8, log_every_s: float = 30.0) -> int:
+    """Run ``records`` (mapped by ``mapper``) through the backbone in eval mode and push every GT
+    box's jittered copies into ``roi_heads.memory``. Returns the number of rows pushed."""
+    m = _unwrap(model)
+    heads = _loce_heads(m)
+    was_training = m.training
+    m.eval()  # no BatchNorm statistics change during the pass, whatever is frozen
+    pushed, t0, last = 0, time.perf_counter(), time.perf_counter()
+    try:
+        for start in range(0, len(records), batch_size):
+            batch = [mapper(copy.deepcopy(r)) for r in records[start:start + batch_size]]
+            batch = [b for b in batch if b is not None and "instances" in b]
+            if not batch:
+                continue
+            images = m.preprocess_image(batch)
+            features = m.backbone(images.tensor)
+            targets = [b["instances"].to(images.tensor.device) for b in batch]
+            pushed += heads.push_to_memory(features, targets)
+            now = time.perf_counter()
+            done = min(start + batch_size, len(records))
+            if now - last >= log_every_s or done == len(records):
+                last = now
+                logger.info("LOCE memory pre-fill: %d/%d images, %d rows pushed, %d/%d classes "
+                            "stored, %.0f s", done, len(records), pushed,
+                            int(heads.memory.available().sum()), heads.memory.num_classes, now - t0)
+    finally:
+        m.train(was_training)
+    return pushed
+
+
+class FeatureMemoryHook(HookBase):
+    """MFS's memory: allocation + class-balanced pre-fill (``before_train``) and the per-step
+    class / row sampling (``before_step``). See the module docstring."""
+
+    def __init__(self, cfg, queue_size=80, num_classes_per_step=8, samples_per_class=4,
+                 device="cpu", dtype="float32", prefill_images_per_class=5, prefill_batch_size=8):
+        self.cfg = cfg
+        self.queue_size = int(queue_size)
+        self.k = int(num_classes_per_step)
+        self.m = int(samples_per_class)
+        self.device = device
+        self.dtype = dtype
+        self.prefill_images_per_class = int(prefill_images_per_class)
+        self.prefill_batch_size = int(prefill_batch_size)
+        self.memory: Optional[FeatureMemory] = None
+
+    def _model_device(self):
+        return next(_unwrap(self.trainer.model).parameters()).device
+
+    def before_train(self):
+        heads = _loce_heads(self.trainer.model)
+        device = self.device or self._model_device()
+        self.memory = FeatureMemory(
+            heads.num_classes, queue_size=self.queue_size,
+            feature_shape=heads.memory_feature_shape, device=device, dtype=self.dtype,
+        )
+        heads.attach_memory(self.memory)
+        logger.info("LOCE feature memory: %s (%.1f MB per process; not checkpointed, re-filled on "
+                    "resume)", self.memory, self.memory.nbytes() / 2**20)
+        if self.prefill_images_per_class > 0:
+            self.prefill()
+
+    def prefill(self) -> int:
+        cfg = self.cfg
+        dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=True)
+        idx = class_balanced_image_indices(dicts, self.memory.num_classes,
+                                           self.prefill_images_per_class, seed=comm.get_rank())
+        logger.info("LOCE memory pre-fill: %d images (up to %d per class) ...", len(idx),
+                    self.prefill_images_per_class)
+        mapper = CheckedDatasetMapper(cfg, is_train=True)
+        return prefill_feature_memory(self.trainer.model, [dicts[i] for i in idx], mapper,
+                                      batch_size=self.prefill_batch_size)
+
+    def sample_batch(self) -> MemoryBatch:
+        heads = _loce_heads(self.trainer.model)
+        scores = heads.box_predictor.mean_score.score[:-1]
+        classes = sample_memory_classes(scores, self.k, available=self.memory.available())
+        feats, targets, labels = self.memory.sample(classes, self.m, device=self._model_device())
+        return MemoryBatch(feats, targets, labels)
+
+    def before_step(self):
+        batch = self.sample_batch()
+        _loce_heads(self.trainer.model).set_memory_batch(batch)
+        self.trainer.storage.put_scalar("loce/memory_rows", batch.num_rows, smoothing_hint=False)
+
+    def after_train(self):
+        _loce_heads(self.trainer.model).set_memory_batch(None)
+
+
+@TRAINER_HOOK_REGISTRY.register()
+def build_loce_hooks(trainer):
+    """``MODEL.LOCE`` -> [LOCEFineTune] and/or [FeatureMemoryHook], or None when both are off."""
+    cfg = trainer.cfg
+    if "LOCE" not in cfg.MODEL:
+        return None
+    loce = cfg.MODEL.LOCE
+    hooks = []
+    if loce.FINETUNE:
+        check_finetune_weights(cfg)
+        hooks.append(LOCEFineTune(cfg, reset_scores=loce.RESET_SCORES_AT_START))
+    if loce.MFS.ENABLED:
+        if cfg.MODEL.ROI_HEADS.NAME != "LOCEROIHeads":
+            raise ConfigError("MODEL.LOCE.MFS needs MODEL.ROI_HEADS.NAME 'LOCEROIHeads', got {!r}"
+                              .format(cfg.MODEL.ROI_HEADS.NAME))
+        if not loce.FINETUNE or "backbone" not in list(loce.FREEZE):
+            logger.warning("LOCE MFS without a frozen backbone (MODEL.LOCE.FINETUNE / FREEZE): "
+                           "stored features go stale as the backbone trains")
+        mfs = loce.MFS
+        hooks.append(FeatureMemoryHook(
+            cfg, queue_size=mfs.QUEUE_SIZE, num_classes_per_step=mfs.NUM_CLASSES,
+            samples_per_class=mfs.SAMPLES_PER_CLASS, device=mfs.DEVICE, dtype=mfs.DTYPE,
+            prefill_images_per_class=mfs.PREFILL_IMAGES_PER_CLASS,
+            prefill_batch_size=mfs.PREFILL_BATCH_SIZE,
+        ))
+    return hooks or None

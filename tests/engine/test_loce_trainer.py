@@ -1,0 +1,151 @@
+"""LOCE's training side: class-balanced memory pre-fill, per-step memory batches, freezing for the
+decoupled fine-tune, the stage-2 ConfigError, and a tiny stage 1 -> stage 2 run end to end."""
+import argparse
+import json
+import os
+import types
+
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, get_detection_dataset_dicts
+from detectron2.solver import build_optimizer
+from detectron2.utils.events import EventStorage
+from torch import nn
+
+from conftest import TINY_INPUT
+from libra_d2.engine import ConfigError, LibraTrainer, setup_cfg
+from libra_d2.engine.loce import (
+    FeatureMemoryHook,
+    check_finetune_weights,
+    class_balanced_image_indices,
+)
+from libra_d2.modeling.freeze import freeze_modules, is_frozen_norm
+from tiny_models import fixed_batched_inputs, random_batched_inputs, tiny_cfg
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STAGE1 = "configs/LT-Shapes/loce_mask_rcnn_R_18_FPN_tiny_stage1.yaml"
+STAGE2 = "configs/LT-Shapes/loce_mask_rcnn_R_18_FPN_tiny_stage2.yaml"
+C = 32
+
+
+def stage2_cfg(*opts):
+    return tiny_cfg("MODEL.ROI_HEADS.NAME", "LOCEROIHeads", "MODEL.LOCE.FINETUNE", True,
+                    "MODEL.LOCE.EQUILIBRIUM_LOSS", True, "MODEL.LOCE.MFS.ENABLED", True, *opts)
+
+
+def test_class_balanced_image_indices():
+    dicts = [{"annotations": [{"category_id": c} for c in cats]}
+             for cats in ([0, 0, 1], [0], [0], [0, 2], [0], [1])]
+    idx = class_balanced_image_indices(dicts, 4, images_per_class=2, seed=0)
+    assert len(idx) == len(set(idx))
+    per_class = [sum(1 for i in idx if any(a["category_id"] == c for a in dicts[i]["annotations"]))
+                 for c in range(4)]
+    assert per_class[1] == 2 and per_class[2] == 1 and per_class[3] == 0  # all there is
+    assert per_class[0] >= 2 and len(idx) <= 2 + 2 + 1  # 0 rides along with 1 / 2 when possible
+
+
+def test_prefill_fills_the_memory_class_balanced(lt_shapes_tiny):
+    cfg = stage2_cfg("MODEL.LOCE.MFS.PREFILL_IMAGES_PER_CLASS", 2)
+    torch.manual_seed(0)
+    model = LibraTrainer.build_model(cfg)
+    model.train()
+    hook = FeatureMemoryHook(cfg, queue_size=80, prefill_images_per_class=2, device="")
+    hook.trainer = types.SimpleNamespace(model=nn.parallel.DataParallel(model))  # unwrapped too
+    bn = model.backbone.bottom_up.stem.conv1.norm
+    before = bn.running_mean.clone()
+    hook.before_train()
+    memory = model.roi_heads.memory
+    assert memory is hook.memory and model.training  # training mode restored
+    assert torch.equal(bn.running_mean, before)
+    dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=True)
+    present = sorted({a["category_id"] for d in dicts for a in d["annotations"]})
+    assert memory.available().nonzero().flatten().tolist() == present
+    # every present class got >= 2 images' worth (16 rows per GT), the tail as much as the head
+    assert int(memory.count[present].min()) >= min(32, 80)
+    # per-step sampling: k classes x m rows, handed to the ROI heads
+    with EventStorage() as storage:
+        hook.trainer.storage = storage
+        hook.before_step()
+        assert storage.history("loce/memory_rows").latest() == 8 * 4
+    batch = model.roi_heads._memory_batch
+    assert batch.features.shape == (32, 64, 7, 7) and batch.targets.shape == (32, 4)
+    assert set(batch.labels.tolist()) <= set(present)
+
+
+def test_freezing_is_exact_and_keeps_bn_statistics():
+    cfg = stage2_cfg("MODEL.MASK_ON", True, "MODEL.ROI_MASK_HEAD.CONV_DIM", 8)
+    torch.manual_seed(0)
+    model = LibraTrainer.build_model(cfg)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    expect = {n for n, _ in model.named_parameters()
+              if n.startswith("backbone.") or n.startswith("roi_heads.box_head.")}
+    assert frozen == expect and expect
+    trainable = {n.split(".")[0] + "." + n.split(".")[1] for n, p in model.named_parameters()
+                 if p.requires_grad}
+    assert trainable == {"proposal_generator.rpn_head", "roi_heads.box_predictor",
+                         "roi_heads.mask_head"}
+    bns = [m for m in model.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert bns and all(is_frozen_norm(m) for m in bns)
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+    optimizer = build_optimizer(cfg, model)
+    model.train()  # what the trainer (and the evaluation's restore) calls
+    assert not any(m.training for m in bns) and model.roi_heads.box_predictor.training
+    with EventStorage():
+        loss = sum(model(random_batched_inputs(with_masks=True)).values())
+    loss.backward()
+    optimizer.step()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
+    assert all(p.grad is None for n, p in model.named_parameters() if n in frozen)
+    # the same step without freezing moves the statistics (so this test can fail)
+    torch.manual_seed(0)
+    plain = LibraTrainer.build_model(tiny_cfg("MODEL.ROI_HEADS.NAME", "LOCEROIHeads"))
+    plain.train()
+    with EventStorage():
+        plain(fixed_batched_inputs())
+    changed = [k for k, v in plain.state_dict().items() if "running_mean" in k and k in stats
+               and not torch.equal(v, stats[k])]
+    assert changed
+    # state_dict keys are those of the unfrozen model: stage-1 checkpoints load as they are
+    assert set(plain.state_dict()) == set(model.state_dict()) - {
+        k for k in model.state_dict() if "mask_head" in k}
+    with pytest.raises(ValueError, match="no such module"):
+        freeze_modules(model, ["roi_heads.box_heads"])
+
+
+def test_stage2_without_weights_is_a_config_error(lt_shapes_tiny, tmp_path):
+    args = argparse.Namespace(
+        config_file=os.path.join(REPO_ROOT, STAGE2),
+        opts=["MODEL.WEIGHTS", "", "OUTPUT_DIR", str(tmp_path), "DATASETS.TEST", "()", *TINY_INPUT],
+    )
+    cfg = setup_cfg(args, do_default_setup=False)
+    with pytest.raises(ConfigError, match="MODEL.WEIGHTS is empty"):
+        LibraTrainer(cfg)
+    # a checkpoint to resume from in OUTPUT_DIR is enough
+    (tmp_path / "last_checkpoint").write_text("model_0000001.pth")
+    check_finetune_weights(cfg)
+
+
+def test_tiny_stage1_then_stage2_end_to_end(run_script, tmp_path):
+    s1, s2 = tmp_path / "stage1", tmp_path / "stage2"
+    no_eval = ["DATASETS.TEST", "()"]
+    run_script("projects/train_net.py", "--config-file", STAGE1, "SOLVER.MAX_ITER", "2",
+               "OUTPUT_DIR", str(s1), *no_eval, *TINY_INPUT)
+    proc = run_script(
+        "projects/train_net.py", "--config-file", STAGE2, "SOLVER.MAX_ITER", "3",
+        "MODEL.WEIGHTS", str(s1 / "model_final.pth"), "MODEL.LOCE.LOG_PERIOD", "1",
+        "MODEL.LOCE.MFS.PREFILL_IMAGES_PER_CLASS", "1", "OUTPUT_DIR", str(s2), *no_eval, *TINY_INPUT,
+    )
+    assert "LOCE memory pre-fill" in proc.stdout
+    with open(s2 / "metrics.json") as f:
+        metrics = [json.loads(line) for line in f if line.strip()]
+    assert metrics and all(m["loce/memory_rows"] == 32 for m in metrics)
+    assert all("loce/mean_score/all" in m for m in metrics)
+    w1 = torch.load(s1 / "model_final.pth", map_location="cpu")["model"]
+    w2 = torch.load(s2 / "model_final.pth", map_location="cpu")["model"]
+    for k in w1:
+        if k.startswith("backbone.") or k.startswith("roi_heads.box_head."):
+            assert torch.equal(w1[k], w2[k]), k  # frozen, BN statistics included
+    assert not torch.equal(w1["roi_heads.box_predictor.cls_score.weight"],
+                           w2["roi_heads.box_predictor.cls_score.weight"])
+    assert not torch.equal(w2["roi_heads.box_predictor.mean_score.score"], torch.full((C + 1,), 0.01))
+    assert DatasetCatalog  # registered datasets untouched
