@@ -16,7 +16,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import libra_d2  # noqa: F401  (first: registers components)
 import torch
@@ -31,6 +30,7 @@ from libra_d2.data import CheckedDatasetMapper
 from libra_d2.modeling.sampling import libra_subsample_labels
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_utils import timed, write_report  # noqa: E402
 from benchmark_sampler import make_image  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,13 +40,6 @@ VARIANTS = {
     "+ BFP (non-local)": (BASE, ["MODEL.BACKBONE.NAME", "build_resnet_bfp_backbone"]),
     "Libra R-CNN (all)": ("configs/LT-Shapes/libra_faster_rcnn_R_18_FPN_tiny.yaml", []),
 }
-
-
-def timed(fn, sync=lambda: None):
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - t0
 
 
 def bench_sampler(rounds, repeats):
@@ -137,12 +130,7 @@ def main():
               "| model | train step ms | ratio | inference ms | ratio |", "|---|---|---|---|---|"]
     for name, tr, trr, inf, infr in rows:
         lines.append("| {} | {:.0f} | {:.2f}x | {:.0f} | {:.2f}x |".format(name, tr, trr, inf, infr))
-    text = "\n".join(lines)
-    print(text)
-    if args.output:
-        os.makedirs(os.path.dirname(args.output), exist_ok=True)
-        with open(args.output, "w") as f:
-            f.write("# Libra R-CNN benchmark (dev/benchmark_libra_rcnn.py)\n\n" + text + "\n")
+    write_report("\n".join(lines), args.output, "Libra R-CNN benchmark (dev/benchmark_libra_rcnn.py)")
 
 
 if __name__ == "__main__":

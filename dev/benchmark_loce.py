@@ -34,16 +34,12 @@ from libra_d2.modeling.feature_memory import FeatureMemory, sample_memory_classe
 from libra_d2.modeling.freeze import freeze_from_cfg
 from libra_d2.modeling.roi_heads import MemoryBatch
 
+from bench_utils import timed, write_report  # dev/, next to this script
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGE2 = "configs/LT-Shapes/loce_mask_rcnn_R_18_FPN_tiny_stage2.yaml"
 VARIANTS = {"stage 2, EBL (no MFS)": False, "stage 2, EBL + MFS": True}
 BASE = "stage 2, EBL (no MFS)"
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def build(mfs):
@@ -145,12 +141,7 @@ def main():
               "process:", ""] + footprint_lines()
     if args.note:
         lines += ["", args.note]
-    text = "\n".join(lines)
-    print(text)
-    if args.output:
-        os.makedirs(os.path.dirname(args.output), exist_ok=True)
-        with open(args.output, "w") as f:
-            f.write("# LOCE benchmark (dev/benchmark_loce.py)\n\n" + text + "\n")
+    write_report("\n".join(lines), args.output, "LOCE benchmark (dev/benchmark_loce.py)")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ the 1:1 head samples ~49 positives per image as in the middle of training; one t
 import argparse
 import os
 import statistics
-import time
 import types
 
 import libra_d2  # noqa: F401  (first: registers components)
@@ -41,6 +40,8 @@ from detectron2.utils.events import EventStorage
 from libra_d2.data import CheckedDatasetMapper
 from libra_d2.engine.gradient_annealing import GradientAnnealing
 
+from bench_utils import timed, write_report  # dev/, next to this script
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"
 PRM = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny_prm.yaml"
@@ -54,12 +55,6 @@ VARIANTS = {
     "PRM, independent sampling": (PRM, False, INDEPENDENT),
 }
 ONE_HEAD = "Faster R-CNN (one head)"
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def build(config, rga, opts=(), weights=""):
@@ -99,12 +94,7 @@ def main():
         lines += [""] + run_state(args, weights)
     if args.note:
         lines += ["", args.note]
-    text = "\n".join(lines)
-    print(text)
-    if args.output:
-        os.makedirs(os.path.dirname(args.output), exist_ok=True)
-        with open(args.output, "w") as f:
-            f.write("# RGA + PRM benchmark (dev/benchmark_rga_prm.py)\n\n" + text + "\n")
+    write_report("\n".join(lines), args.output, "RGA + PRM benchmark (dev/benchmark_rga_prm.py)")
 
 
 def run_state(args, weights):

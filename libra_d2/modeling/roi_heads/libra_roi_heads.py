@@ -51,17 +51,22 @@ class LibraROIHeads(StandardROIHeads):
         ret["box_predictor"] = LibraFastRCNNOutputLayers(cfg, ret["box_head"].output_shape)
         return ret
 
+    def _proposal_labels(self, matched_idxs, matched_labels, gt_classes):
+        """Detectron2's per-proposal labels: the matched GT's class, ``num_classes`` for
+        background, -1 for ignored proposals."""
+        if gt_classes.numel() > 0:
+            labels = gt_classes[matched_idxs]
+            labels[matched_labels == 0] = self.num_classes
+            labels[matched_labels == -1] = -1
+            return labels
+        return torch.zeros_like(matched_idxs) + self.num_classes
+
     def _sample_proposals_balanced(
         self, matched_idxs, matched_labels, max_ious, gt_classes, positive_fraction=None
     ):
         """``_sample_proposals`` with Libra sampling (and optionally another positive fraction);
         also returns the sampled negatives' IoUs."""
-        if gt_classes.numel() > 0:
-            labels = gt_classes[matched_idxs]
-            labels[matched_labels == 0] = self.num_classes
-            labels[matched_labels == -1] = -1
-        else:
-            labels = torch.zeros_like(matched_idxs) + self.num_classes
+        labels = self._proposal_labels(matched_idxs, matched_labels, gt_classes)
         fg_idxs, bg_idxs = self.sampling.subsample(
             labels, self.batch_size_per_image,
             self.positive_fraction if positive_fraction is None else positive_fraction,

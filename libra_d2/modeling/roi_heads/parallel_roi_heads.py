@@ -197,12 +197,7 @@ class ParallelROIHeads(LibraROIHeads):
         """Every module's sample as prefixes of one random order of the positives and one of the
         negatives (Detectron2's ``subsample_labels`` counts and recipe: ``randperm`` then the
         first ``n``). Returns one ``(sampled_idxs, gt_classes, bg_ious)`` per module."""
-        if gt_classes.numel() > 0:
-            labels = gt_classes[matched_idxs]
-            labels[matched_labels == 0] = self.num_classes
-            labels[matched_labels == -1] = -1
-        else:
-            labels = torch.zeros_like(matched_idxs) + self.num_classes
+        labels = self._proposal_labels(matched_idxs, matched_labels, gt_classes)
         positive = torch.nonzero((labels != -1) & (labels != self.num_classes), as_tuple=True)[0]
         negative = torch.nonzero(labels == self.num_classes, as_tuple=True)[0]
         b = self.batch_size_per_image
