@@ -6,7 +6,9 @@
 The experiment file defines ``ROWS = [(name, config_file, [overrides...]), ...]``, ``OUTPUT_ROOT``
 and optionally ``COLUMNS`` (default AP, AP50, AP75, APr, APc, APf) and ``TASK`` ("bbox"). A row may
 carry a fourth element ``{"weights": path}``: it then only evaluates that checkpoint
-(``--eval-only``), e.g. an inference option of a model trained by another row.
+(``--eval-only``), e.g. an inference option of a model trained by another row; or
+``{"after": row_name}``: it trains only once that row has finished (e.g. a fine-tune of its
+checkpoint), whatever ``--jobs``.
 Each row trains with ``projects/train_net.py --resume`` into ``OUTPUT_ROOT/<slug of name>``: a finished
 row is not retrained (it is only re-evaluated from its final checkpoint), an interrupted one
 continues from its last checkpoint. The table is written to ``OUTPUT_ROOT/results.md`` with the
@@ -41,6 +43,21 @@ def row_command(config, overrides, output_dir, weights=None):
             "OUTPUT_DIR", output_dir]
 
 
+def training_waves(todo, after):
+    """The training rows of ``todo`` in waves: a row runs in the wave after its ``after`` row (a
+    row of another wave, or not to be run, is taken as done)."""
+    pending = [row for row in todo if not row[3]]
+    waves = []
+    while pending:
+        names = {row[0] for row in pending}
+        wave = [row for row in pending if after.get(row[0]) not in names]
+        if not wave:
+            raise SystemExit("circular 'after' among rows: " + ", ".join(sorted(names)))
+        waves.append(wave)
+        pending = [row for row in pending if row not in wave]
+    return waves
+
+
 def format_table(rows, results, columns, task):
     lines = ["| row | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for name, *_ in rows:
@@ -61,10 +78,11 @@ def main():
     rows, out_root = spec["ROWS"], spec["OUTPUT_ROOT"]
     columns, task = spec.get("COLUMNS", DEFAULT_COLUMNS), spec.get("TASK", "bbox")
 
-    results, commands, todo = {}, {}, []
+    results, commands, todo, after = {}, {}, [], {}
     for name, config, overrides, *options in rows:
         out = os.path.join(out_root, slug(name))
         weights = (options[0] if options else {}).get("weights")
+        after[name] = (options[0] if options else {}).get("after")
         cmd = row_command(config, overrides, out, weights)
         commands[name] = "python " + " ".join(shlex.quote(c) for c in cmd)
         if args.only is not None and name not in args.only:
@@ -92,8 +110,10 @@ def main():
         print("== {}: done in {:.0f} s: ".format(name, time.time() - t0)
               + ", ".join("%s %.1f" % (c, results[name][task][c]) for c in columns), flush=True)
 
-    for eval_only in (False, True):  # evaluations may need a checkpoint trained by another row
-        batch = [(n, c, o) for n, c, o, e in todo if e == eval_only]
+    # Waves: trainings whose "after" rows are done, then the next ones, then the evaluations
+    # (which may need a checkpoint trained by another row).
+    for wave in training_waves(todo, after) + [[row for row in todo if row[3]]]:
+        batch = [(n, c, o) for n, c, o, _ in wave]
         for name, cmd, _ in batch:
             print("$ " + commands[name], flush=True)
         if args.dry_run:

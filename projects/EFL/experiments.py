@@ -23,6 +23,8 @@ ROWS = [
     ("improved baseline, EFL s=2", IMPROVED, scale(2)),
     ("improved baseline, EFL s=4", IMPROVED, scale(4)),
     ("improved baseline, EFL s=8", IMPROVED, []),
+    # run-to-run spread: the focal-loss improved baseline again with another seed
+    ("improved baseline, focal loss (s=0), seed 1", IMPROVED, scale(0) + ["SEED", "1"]),
     # Libra RetinaNet (BFP + Balanced L1) + EFL
     ("Libra RetinaNet + EFL", LIBRA_EFL, []),
 ]

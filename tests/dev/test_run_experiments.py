@@ -1,0 +1,44 @@
+"""dev/run_experiments.py: row ordering ("after"), output folders, and the dry run."""
+import runpy
+import subprocess
+import sys
+
+import pytest
+
+RUN_EXPERIMENTS = runpy.run_path("dev/run_experiments.py")
+training_waves, slug = RUN_EXPERIMENTS["training_waves"], RUN_EXPERIMENTS["slug"]
+
+
+def _row(name, eval_only=False):
+    return (name, ["cmd"], "out/" + name, eval_only)
+
+
+def test_waves_follow_after():
+    todo = [_row("stage 1"), _row("ft a"), _row("ft b"), _row("other"), _row("eval", True)]
+    after = {"ft a": "stage 1", "ft b": "stage 1", "eval": "stage 1"}
+    waves = [[r[0] for r in w] for w in training_waves(todo, after)]
+    assert waves == [["stage 1", "other"], ["ft a", "ft b"]]  # evaluations are not trainings
+
+
+def test_after_a_row_not_run_is_done_and_chains_are_ordered():
+    todo = [_row("c"), _row("b"), _row("d")]
+    after = {"c": "b", "b": "a", "d": "c"}  # "a" finished earlier / not selected
+    assert [[r[0] for r in w] for w in training_waves(todo, after)] == [["b"], ["c"], ["d"]]
+
+
+def test_circular_after_is_an_error():
+    with pytest.raises(SystemExit, match="circular"):
+        training_waves([_row("a"), _row("b")], {"a": "b", "b": "a"})
+
+
+def test_slug():
+    assert slug("EBL + MFS (LOCE)") == "ebl_mfs_loce"
+
+
+def test_dry_run_prints_stage_1_before_its_fine_tunes():
+    proc = subprocess.run(
+        [sys.executable, "dev/run_experiments.py", "projects/LOCE/experiments.py", "--jobs", "2",
+         "--dry-run"], capture_output=True, text=True, check=True,
+    )
+    commands = [line for line in proc.stdout.splitlines() if line.startswith("$ ")]
+    assert len(commands) == 5 and "stage_1_baseline" in commands[0].split("OUTPUT_DIR")[-1]
