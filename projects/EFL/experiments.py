@@ -25,6 +25,7 @@ ROWS = [
     ("improved baseline, EFL s=8", IMPROVED, []),
     # run-to-run spread: the focal-loss improved baseline again with another seed
     ("improved baseline, focal loss (s=0), seed 1", IMPROVED, scale(0) + ["SEED", "1"]),
-    # Libra RetinaNet (BFP + Balanced L1) + EFL
+    # Libra RetinaNet (BFP + Balanced L1) with focal loss, and + EFL
+    ("Libra RetinaNet, focal loss (s=0)", LIBRA_EFL, scale(0)),
     ("Libra RetinaNet + EFL", LIBRA_EFL, []),
 ]
