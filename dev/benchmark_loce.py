@@ -74,7 +74,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=50, help="repeats of the MFS pieces alone")
     ap.add_argument("--output", default="docs/benchmarks/loce.md")
     ap.add_argument("--note", default="", help="a line added under the tables (e.g. machine load)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     built = {name: build(mfs) for name, mfs in VARIANTS.items()}
     cfg0 = built[BASE][0]
