@@ -1,5 +1,5 @@
 """The LT-Shapes ablation of projects/LOCE/README.md (paper Table 1, on the tiny Faster R-CNN: the
-tiny mask head makes each CPU step several times slower and the table reports box AP): a stage-1
+tiny mask head makes each CPU step 1.7x slower and the table reports box AP): a stage-1
 model (plain CE, mean scores tracked), then four 150-iteration stage-2 fine-tunes from it with the
 backbone and shared box FCs frozen. Columns are box AP (TASK "bbox"), comparable with the
 other projects' LT-Shapes tables. The stage-2 rows need the stage-1 row's model_final.pth: they are
