@@ -28,7 +28,7 @@ demo: data
 test: env
 	@$(PY) -m pytest
 
-bench: env
+bench: data
 	@for b in dev/benchmark_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
