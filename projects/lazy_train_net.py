@@ -8,8 +8,9 @@
 
 The config provides ``model``, ``dataloader.train/test/evaluator``, ``optimizer``, ``lr_multiplier``
 and ``train`` (see Detectron2's ``common/train.py``; ``train.clip_gradients`` takes the options of
-``SOLVER.CLIP_GRADIENTS`` in lower case, ``train.rga`` those of RGA). Same launcher, trainer loop, exact resume and
-CPU/GPU multi-process support as ``train_net.py``.
+``SOLVER.CLIP_GRADIENTS`` in lower case, ``train.rga`` those of RGA, ``train.loce`` those of
+``MODEL.LOCE``'s fine-tune and MFS, see ``libra_d2.engine.loce.loce_hooks_from_train_cfg``).
+Same launcher, trainer loop, exact resume and CPU/GPU multi-process support as ``train_net.py``.
 """
 import json
 import logging
@@ -21,9 +22,11 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import default_argument_parser, default_setup, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from libra_d2.engine import ExactResume, LibraTrainLoop, ProgressBar, check_datasets, launch_from_args
 from libra_d2.engine.gradient_annealing import gradient_annealing_from_train_cfg
+from libra_d2.engine.loce import loce_freeze_from_train_cfg, loce_hooks_from_train_cfg
 from libra_d2.engine.train_loop import capture_rng_state, restore_rng_state
 from libra_d2.solver import add_gradient_clipping_from_train_cfg
 from libra_d2.utils.compat import create_ddp_model
@@ -52,6 +55,8 @@ def do_train(args, cfg):
     model = instantiate(cfg.model)
     logger.info("Model:\n{}".format(model))
     model.to(cfg.train.device)
+    # LOCE stage 2 (train.loce.finetune): freeze before the optimizer and DDP see the parameters
+    loce_freeze_from_train_cfg(cfg.train, model)
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
@@ -66,6 +71,7 @@ def do_train(args, cfg):
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             gradient_annealing_from_train_cfg(cfg.train),  # RGA: None unless train.rga.enabled
+            *_loce_hooks(cfg),  # LOCE: [] unless train.loce
             ExactResume(getattr(train_loader, "resumable_sampler", None), images_per_process),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
             if comm.is_main_process()
@@ -85,6 +91,15 @@ def do_train(args, cfg):
     trainer.train(start_iter, cfg.train.max_iter)
 
 
+def _loce_hooks(cfg):
+    """train.loce's hooks; MFS pre-fills from the train loader's datasets with its mapper."""
+    if not cfg.train.get("loce", None):
+        return []
+    names = cfg.dataloader.train.dataset.names
+    names = [names] if isinstance(names, str) else list(names)
+    return loce_hooks_from_train_cfg(cfg.train, names, instantiate(cfg.dataloader.train.mapper))
+
+
 def _dataset_names(cfg):
     """Dataset names a lazy config's data loaders read, for the pre-flight check."""
     names = []
@@ -101,6 +116,9 @@ def main(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     default_setup(cfg, args)
+    # libra_d2's own loggers (hook progress such as LOCE's memory pre-fill) next to Detectron2's
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="libra_d2",
+                 abbrev_name="libra_d2")
     check_datasets(_dataset_names(cfg))
     if args.eval_only:
         model = instantiate(cfg.model)

@@ -1,7 +1,7 @@
 """Train/test data loaders: Detectron2's, with a resumable sampler and record-naming errors."""
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.data.build import _train_loader_from_config
-from detectron2.data.samplers import TrainingSampler
+from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 
 from .dataset_mapper import CheckedDatasetMapper
 from .resumable_sampler import ResumableSampler
@@ -9,11 +9,23 @@ from .resumable_sampler import ResumableSampler
 __all__ = ["build_resumable_train_loader", "resumable_train_loader", "build_test_loader"]
 
 
-def resumable_train_loader(dataset, *, mapper, sampler=None, **kwargs):
+def resumable_train_loader(dataset, *, mapper, sampler=None, repeat_threshold=None, **kwargs):
     """``build_detection_train_loader(dataset, mapper=..., sampler=..., **kwargs)`` whose sampler is
     wrapped in a :class:`ResumableSampler`, reachable as ``loader.resumable_sampler`` (the trainers'
-    :class:`~libra_d2.engine.ExactResume` hook sets its start). Usable from lazy configs."""
-    if sampler is None:
+    :class:`~libra_d2.engine.ExactResume` hook sets its start). Usable from lazy configs.
+
+    ``repeat_threshold`` (with no ``sampler``): repeat-factor sampling, Detectron2's
+    ``RepeatFactorTrainingSampler`` with the factors of ``dataset`` (a list of dataset dicts) at that
+    threshold, as ``DATALOADER.SAMPLER_TRAIN "RepeatFactorTrainingSampler"`` + ``REPEAT_THRESHOLD``;
+    None or 0: off (``TrainingSampler``)."""
+    if sampler is not None and repeat_threshold:
+        raise ValueError("resumable_train_loader: pass either sampler or repeat_threshold, not both")
+    if sampler is None and repeat_threshold:
+        factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+            dataset, float(repeat_threshold)
+        )
+        sampler = RepeatFactorTrainingSampler(factors)
+    elif sampler is None:
         sampler = TrainingSampler(len(dataset))
     sampler = ResumableSampler(sampler)
     loader = build_detection_train_loader(dataset, mapper=mapper, sampler=sampler, **kwargs)

@@ -13,6 +13,10 @@ Hooks (added to :class:`~libra_d2.engine.LibraTrainer` through ``TRAINER_HOOK_RE
   few training images per class; ``before_step`` draws ``k`` classes with ``p ~ 1 / s`` and ``m``
   rows of each and hands them to ``roi_heads.set_memory_batch``.
 
+Lazy configs (``projects/lazy_train_net.py``): ``train.loce`` holds the same options in lower case;
+:func:`loce_freeze_from_train_cfg` freezes before the optimizer, :func:`loce_hooks_from_train_cfg`
+builds the two hooks (their ``dataset_names`` / ``mapper`` replace the YAML cfg).
+
 The memory is per process (each process pre-fills its own) and is not saved in checkpoints (it is
 several GB for LVIS): a resumed run re-fills it with the pre-fill pass.
 """
@@ -41,6 +45,8 @@ __all__ = [
     "build_loce_hooks",
     "check_finetune_weights",
     "class_balanced_image_indices",
+    "loce_freeze_from_train_cfg",
+    "loce_hooks_from_train_cfg",
     "prefill_feature_memory",
 ]
 
@@ -61,34 +67,53 @@ def _loce_heads(model: nn.Module) -> LOCEROIHeads:
     return heads
 
 
+# names of the options in the error messages: (switch, weights, output dir)
+_YAML_KEYS = ("MODEL.LOCE.FINETUNE", "MODEL.WEIGHTS", "OUTPUT_DIR")
+_LAZY_KEYS = ("train.loce.finetune", "train.init_checkpoint", "train.output_dir")
+
+
+def _check_weights(weights, output_dir, keys) -> None:
+    if weights:
+        return
+    if os.path.exists(os.path.join(output_dir, "last_checkpoint")):
+        return
+    switch, weights_key, dir_key = keys
+    raise ConfigError(
+        "{} is stage 2 of LOCE's decoupled training: it fine-tunes a stage-1 "
+        "model with the backbone frozen, but {} is empty and {} ({}) has no "
+        "checkpoint to resume from. Train stage 1 first and pass {} "
+        "<stage-1 {}>/model_final.pth".format(switch, weights_key, dir_key, output_dir,
+                                              weights_key, dir_key))
+
+
 def check_finetune_weights(cfg) -> None:
     """ConfigError when a LOCE fine-tune would start from random weights: ``MODEL.WEIGHTS`` empty
     and no ``last_checkpoint`` in ``OUTPUT_DIR`` to resume from."""
-    if cfg.MODEL.WEIGHTS:
-        return
-    if os.path.exists(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")):
-        return
-    raise ConfigError(
-        "MODEL.LOCE.FINETUNE is stage 2 of LOCE's decoupled training: it fine-tunes a stage-1 "
-        "model with the backbone frozen, but MODEL.WEIGHTS is empty and OUTPUT_DIR ({}) has no "
-        "checkpoint to resume from. Train stage 1 first and pass MODEL.WEIGHTS "
-        "<stage-1 OUTPUT_DIR>/model_final.pth".format(cfg.OUTPUT_DIR))
+    _check_weights(cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR, _YAML_KEYS)
 
 
 class LOCEFineTune(HookBase):
-    """Stage-2 checks and the mean-score reset (see the module docstring)."""
+    """Stage-2 checks and the mean-score reset (see the module docstring).
 
-    def __init__(self, cfg, reset_scores: bool = True):
+    ``cfg``: a YAML config (its ``MODEL.WEIGHTS``); lazy configs pass ``weights`` (their
+    ``train.init_checkpoint``) instead, with ``cfg`` None."""
+
+    def __init__(self, cfg=None, reset_scores: bool = True, *, weights: Optional[str] = None):
+        if cfg is None and weights is None:
+            raise ValueError("LOCEFineTune needs a cfg or weights")
         self.cfg = cfg
+        self.weights = cfg.MODEL.WEIGHTS if cfg is not None else weights
+        self._keys = _YAML_KEYS if cfg is not None else _LAZY_KEYS
         self.reset_scores = bool(reset_scores)
 
     def before_train(self):
         if self.trainer.start_iter > 0:
             return  # resumed: weights, optimizer and mean scores come from the checkpoint
-        if not self.cfg.MODEL.WEIGHTS:
+        if not self.weights:
+            switch, weights_key, _ = self._keys
             raise ConfigError(
-                "MODEL.LOCE.FINETUNE starts from iteration 0 with empty MODEL.WEIGHTS (was "
-                "--resume forgotten?): pass the stage-1 model_final.pth as MODEL.WEIGHTS")
+                "{} starts from iteration 0 with empty {} (was --resume forgotten?): pass the "
+                "stage-1 model_final.pth as {}".format(switch, weights_key, weights_key))
         heads = getattr(_unwrap(self.trainer.model), "roi_heads", None)
         if self.reset_scores and isinstance(heads, LOCEROIHeads):
             heads.box_predictor.mean_score.reset()
@@ -151,9 +176,23 @@ class FeatureMemoryHook(HookBase):
     """MFS's memory: allocation + class-balanced pre-fill (``before_train``) and the per-step
     class / row sampling (``before_step``). See the module docstring."""
 
-    def __init__(self, cfg, queue_size=80, num_classes_per_step=8, samples_per_class=4,
-                 device="cpu", dtype="float32", prefill_images_per_class=5, prefill_batch_size=8):
+    def __init__(self, cfg=None, queue_size=80, num_classes_per_step=8, samples_per_class=4,
+                 device="cpu", dtype="float32", prefill_images_per_class=5, prefill_batch_size=8,
+                 *, dataset_names: Optional[Sequence[str]] = None, mapper=None):
+        """``cfg``: a YAML config, for the pre-fill's images (``DATASETS.TRAIN``) and mapper
+        (``CheckedDatasetMapper(cfg, is_train=True)``). Without one (lazy configs), pass
+        ``dataset_names`` and ``mapper`` (a training mapper, e.g. the train loader's); either
+        overrides the cfg's."""
+        if cfg is None and (dataset_names is None or mapper is None):
+            if int(prefill_images_per_class) > 0:
+                raise ValueError("FeatureMemoryHook needs a cfg, or dataset_names and a mapper")
         self.cfg = cfg
+        if dataset_names is None and cfg is not None:
+            dataset_names = cfg.DATASETS.TRAIN
+        if isinstance(dataset_names, str):
+            dataset_names = [dataset_names]
+        self.dataset_names = list(dataset_names) if dataset_names is not None else None
+        self.mapper = mapper
         self.queue_size = int(queue_size)
         self.k = int(num_classes_per_step)
         self.m = int(samples_per_class)
@@ -180,13 +219,14 @@ class FeatureMemoryHook(HookBase):
             self.prefill()
 
     def prefill(self) -> int:
-        cfg = self.cfg
-        dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=True)
+        dicts = get_detection_dataset_dicts(self.dataset_names, filter_empty=True)
         idx = class_balanced_image_indices(dicts, self.memory.num_classes,
                                            self.prefill_images_per_class, seed=comm.get_rank())
         logger.info("LOCE memory pre-fill: %d images (up to %d per class) ...", len(idx),
                     self.prefill_images_per_class)
-        mapper = CheckedDatasetMapper(cfg, is_train=True)
+        mapper = self.mapper
+        if mapper is None:
+            mapper = CheckedDatasetMapper(self.cfg, is_train=True)
         return prefill_feature_memory(self.trainer.model, [dicts[i] for i in idx], mapper,
                                       batch_size=self.prefill_batch_size)
 
@@ -232,3 +272,68 @@ def build_loce_hooks(trainer):
             prefill_batch_size=mfs.PREFILL_BATCH_SIZE,
         ))
     return hooks or None
+
+
+def _get(node, key, default=None):
+    return node.get(key, default) if hasattr(node, "get") else default
+
+
+def _loce_train_cfg(train_cfg):
+    loce = _get(train_cfg, "loce", None)
+    return loce if loce else None
+
+
+def loce_freeze_from_train_cfg(train_cfg, model: nn.Module) -> List[str]:
+    """For lazy configs, before the optimizer and DDP: with ``train.loce.finetune``, checks that
+    stage 2 has weights to start from (``train.init_checkpoint`` or a checkpoint in
+    ``train.output_dir``; else a ConfigError) and freezes ``train.loce.freeze`` (default: the
+    backbone and the shared box FCs). Returns the frozen parameter names ([] when off)."""
+    from ..modeling.freeze import freeze_modules
+
+    loce = _loce_train_cfg(train_cfg)
+    if loce is None or not _get(loce, "finetune", False):
+        return []
+    _check_weights(_get(train_cfg, "init_checkpoint", ""), _get(train_cfg, "output_dir", "."),
+                   _LAZY_KEYS)
+    frozen = freeze_modules(model, list(_get(loce, "freeze", ["backbone", "roi_heads.box_head"])))
+    logger.info("LOCE fine-tune: %d parameters frozen", len(frozen))
+    return frozen
+
+
+def loce_hooks_from_train_cfg(train_cfg, dataset_names: Sequence[str], mapper) -> List[HookBase]:
+    """For lazy configs: the hooks described by ``train.loce`` (the twin of ``MODEL.LOCE``'s
+    trainer options, keys in lower case), [] when it is absent::
+
+        train.loce = dict(finetune=True, freeze=["backbone", "roi_heads.box_head"],
+                          reset_scores_at_start=True,
+                          mfs=dict(enabled=True, queue_size=80, num_classes=8, samples_per_class=4,
+                                   device="", dtype="float32", prefill_images_per_class=5,
+                                   prefill_batch_size=8))
+
+    ``dataset_names`` and ``mapper``: the training datasets and a training mapper, for MFS's
+    pre-fill. The freezing itself is :func:`loce_freeze_from_train_cfg` (before the optimizer)."""
+    loce = _loce_train_cfg(train_cfg)
+    if loce is None:
+        return []
+    hooks: List[HookBase] = []
+    finetune = bool(_get(loce, "finetune", False))
+    if finetune:
+        _check_weights(_get(train_cfg, "init_checkpoint", ""), _get(train_cfg, "output_dir", "."),
+                       _LAZY_KEYS)
+        hooks.append(LOCEFineTune(weights=_get(train_cfg, "init_checkpoint", ""),
+                                  reset_scores=_get(loce, "reset_scores_at_start", True)))
+    mfs = _get(loce, "mfs", None)
+    if mfs and _get(mfs, "enabled", False):
+        if not finetune or "backbone" not in list(_get(loce, "freeze", ["backbone"])):
+            logger.warning("LOCE MFS without a frozen backbone (train.loce.finetune / freeze): "
+                           "stored features go stale as the backbone trains")
+        hooks.append(FeatureMemoryHook(
+            None, queue_size=_get(mfs, "queue_size", 80),
+            num_classes_per_step=_get(mfs, "num_classes", 8),
+            samples_per_class=_get(mfs, "samples_per_class", 4), device=_get(mfs, "device", "cpu"),
+            dtype=_get(mfs, "dtype", "float32"),
+            prefill_images_per_class=_get(mfs, "prefill_images_per_class", 5),
+            prefill_batch_size=_get(mfs, "prefill_batch_size", 8),
+            dataset_names=dataset_names, mapper=mapper,
+        ))
+    return hooks

@@ -16,8 +16,11 @@ from conftest import TINY_INPUT
 from libra_d2.engine import ConfigError, LibraTrainer, setup_cfg
 from libra_d2.engine.loce import (
     FeatureMemoryHook,
+    LOCEFineTune,
     check_finetune_weights,
     class_balanced_image_indices,
+    loce_freeze_from_train_cfg,
+    loce_hooks_from_train_cfg,
 )
 from libra_d2.modeling.freeze import freeze_modules, is_frozen_norm
 from tiny_models import fixed_batched_inputs, random_batched_inputs, tiny_cfg
@@ -25,6 +28,8 @@ from tiny_models import fixed_batched_inputs, random_batched_inputs, tiny_cfg
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGE1 = "configs/LT-Shapes/loce_mask_rcnn_R_18_FPN_tiny_stage1.yaml"
 STAGE2 = "configs/LT-Shapes/loce_mask_rcnn_R_18_FPN_tiny_stage2.yaml"
+FASTER_STAGE1 = "configs/LT-Shapes/loce_faster_rcnn_R_18_FPN_tiny_stage1.yaml"
+LAZY_STAGE2 = "configs/LT-Shapes/lazy/loce_faster_rcnn_R_18_FPN_tiny_stage2.py"
 C = 32
 
 
@@ -149,3 +154,66 @@ def test_tiny_stage1_then_stage2_end_to_end(run_script, tmp_path):
                            w2["roi_heads.box_predictor.cls_score.weight"])
     assert not torch.equal(w2["roi_heads.box_predictor.mean_score.score"], torch.full((C + 1,), 0.01))
     assert DatasetCatalog  # registered datasets untouched
+
+
+def test_lazy_train_loce_hooks_and_freeze(tmp_path):
+    from detectron2.config import LazyConfig, instantiate
+
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, LAZY_STAGE2))
+    cfg.train.output_dir = str(tmp_path)
+    model = instantiate(cfg.model)
+    cfg.train.init_checkpoint = ""
+    with pytest.raises(ConfigError, match="train.init_checkpoint is empty"):
+        loce_freeze_from_train_cfg(cfg.train, model)
+    with pytest.raises(ConfigError, match="train.init_checkpoint is empty"):
+        loce_hooks_from_train_cfg(cfg.train, ["lt_shapes_train"], mapper=None)
+    cfg.train.init_checkpoint = "stage1.pth"
+    frozen = loce_freeze_from_train_cfg(cfg.train, model)
+    assert frozen and all(n.startswith(("backbone.", "roi_heads.box_head.")) for n in frozen)
+    assert {n for n, p in model.named_parameters() if not p.requires_grad} == set(frozen)
+    mapper = object()
+    hooks = loce_hooks_from_train_cfg(cfg.train, ["lt_shapes_train"], mapper)
+    assert [type(h) for h in hooks] == [LOCEFineTune, FeatureMemoryHook]
+    assert hooks[0].weights == "stage1.pth" and hooks[0].reset_scores
+    mfs = hooks[1]
+    assert (mfs.queue_size, mfs.k, mfs.m, mfs.device, mfs.prefill_images_per_class) == (80, 8, 4, "", 5)
+    assert mfs.dataset_names == ["lt_shapes_train"] and mfs.mapper is mapper and mfs.cfg is None
+    # off: no hooks, nothing frozen
+    cfg.train.loce.finetune = False
+    cfg.train.loce.mfs.enabled = False
+    assert loce_hooks_from_train_cfg(cfg.train, ["lt_shapes_train"], mapper) == []
+    assert loce_freeze_from_train_cfg(cfg.train, instantiate(cfg.model)) == []
+    del cfg.train["loce"]
+    assert loce_hooks_from_train_cfg(cfg.train, ["lt_shapes_train"], mapper) == []
+
+
+def test_lazy_stage2_end_to_end(run_script, tmp_path):
+    """YAML stage 1 (LOCEROIHeads, the same state-dict keys) -> lazy stage 2 via lazy_train_net.py."""
+    s1, s2 = tmp_path / "stage1", tmp_path / "stage2"
+    run_script("projects/train_net.py", "--config-file", FASTER_STAGE1, "SOLVER.MAX_ITER", "2",
+               "OUTPUT_DIR", str(s1), "DATASETS.TEST", "()", *TINY_INPUT)
+    proc = run_script(
+        "projects/lazy_train_net.py", "--config-file", LAZY_STAGE2, "train.max_iter=3",
+        "train.init_checkpoint=" + str(s1 / "model_final.pth"), "train.output_dir=" + str(s2),
+        "train.loce.mfs.prefill_images_per_class=1", "model.roi_heads.box_predictor.log_period=1",
+        "dataloader.train.mapper.augmentations.0.short_edge_length=64",
+        "dataloader.train.mapper.augmentations.0.max_size=64",
+        "dataloader.test.mapper.augmentations.0.short_edge_length=64",
+        "dataloader.test.mapper.augmentations.0.max_size=64",
+    )
+    assert "LOCE memory pre-fill" in proc.stdout
+    assert (s2 / "model_final.pth").exists()
+    with open(s2 / "metrics.json") as f:
+        metrics = [json.loads(line) for line in f if line.strip()]
+    metrics = [m for m in metrics if "total_loss" in m]  # the training rows (not the eval's)
+    assert metrics and all(m["loce/memory_rows"] == 32 for m in metrics)
+    assert all("loce/mean_score/all" in m for m in metrics)
+    w1 = torch.load(s1 / "model_final.pth", map_location="cpu")["model"]
+    w2 = torch.load(s2 / "model_final.pth", map_location="cpu")["model"]
+    assert set(w1) == set(w2)
+    for k in w1:
+        if k.startswith("backbone.") or k.startswith("roi_heads.box_head."):
+            assert torch.equal(w1[k], w2[k]), k  # frozen, BN statistics included
+    assert not torch.equal(w1["roi_heads.box_predictor.cls_score.weight"],
+                           w2["roi_heads.box_predictor.cls_score.weight"])
+    assert not torch.equal(w2["roi_heads.box_predictor.mean_score.score"], torch.full((C + 1,), 0.01))

@@ -138,3 +138,43 @@ def test_lazy_config_launcher(run_script, tmp_path):
     assert "copypaste" in proc.stdout
     with open(out / "eval_results.json") as f:
         assert json.load(f) == trained
+
+
+_TINY_LAZY_INPUT = [
+    "dataloader.train.mapper.augmentations.0.short_edge_length=64",
+    "dataloader.train.mapper.augmentations.0.max_size=64",
+    "dataloader.test.mapper.augmentations.0.short_edge_length=64",
+    "dataloader.test.mapper.augmentations.0.max_size=64",
+]
+EFL_LAZY = "configs/LT-Shapes/lazy/efl_retinanet_R_18_FPN_tiny.py"
+
+
+def test_lazy_efl_loader_uses_repeat_factor_sampling(lt_shapes_tiny):
+    from detectron2.config import LazyConfig, instantiate
+    from detectron2.data.samplers import RepeatFactorTrainingSampler
+
+    cfg = LazyConfig.load(EFL_LAZY)
+    loader = instantiate(cfg.dataloader.train)
+    sampler = loader.resumable_sampler.sampler
+    assert isinstance(sampler, RepeatFactorTrainingSampler)
+    assert float(sampler._int_part.max() + sampler._frac_part.max()) > 1.0  # the tail repeats
+    cfg.dataloader.train.repeat_threshold = 0  # off
+    assert not isinstance(instantiate(cfg.dataloader.train).resumable_sampler.sampler,
+                          RepeatFactorTrainingSampler)
+
+
+def test_lazy_efl_retinanet_trains(run_script, tmp_path):
+    out = tmp_path / "efl"
+    run_script(
+        "projects/lazy_train_net.py", "--config-file", EFL_LAZY,
+        "train.max_iter=2", "train.output_dir=" + str(out), "model.log_period=1",
+        "model.test_score_thresh=0.0", *_TINY_LAZY_INPUT,
+    )
+    assert (out / "model_final.pth").exists()
+    weights = _weights(out / "model_final.pth")
+    assert "efl.statistics.pos_grad" in weights and float(weights["efl.statistics.pos_grad"].sum()) > 0
+    with open(out / "metrics.json") as f:
+        metrics = [json.loads(line) for line in f if line.strip()]
+    assert any("efl/gamma/r" in m for m in metrics)  # frequency groups from the metadata
+    with open(out / "eval_results.json") as f:
+        _assert_lvis_results(json.load(f))

@@ -1,0 +1,59 @@
+"""LOCE stage 2 on LT-Shapes, tiny CPU setting, as a lazy config (twin of
+configs/LT-Shapes/loce_faster_rcnn_R_18_FPN_tiny_stage2.yaml): the plain tiny lazy Faster R-CNN
+with LOCE's ROI heads (Memory-augmented Feature Sampling) and box predictor (Equilibrium Loss),
+fine-tuned for 150 iterations from the stage-1 model (``train.init_checkpoint``: the
+model_final.pth of loce_faster_rcnn_R_18_FPN_tiny_stage1.yaml, whose state-dict keys this model
+shares) with the backbone (incl. FPN) and the shared box FCs frozen.
+
+The fine-tune and the feature memory are trainer hooks, not model parts: ``train.loce`` holds
+``MODEL.LOCE``'s trainer options in lower case and is read by projects/lazy_train_net.py
+(``libra_d2.engine.loce.loce_freeze_from_train_cfg`` freezes before the optimizer,
+``loce_hooks_from_train_cfg`` adds the hooks; MFS pre-fills from the train loader's datasets with
+its mapper). Overrides: ``train.loce.mfs.enabled=False``, ``train.loce.finetune=False``,
+``model.roi_heads.box_predictor.use_equilibrium_loss=False``.
+"""
+from detectron2.config import LazyCall as L
+
+from libra_d2.modeling.matcher import MaxIoUMatcher
+from libra_d2.modeling.meta_arch.efl_retinanet import training_frequency_groups
+from libra_d2.modeling.roi_heads.loce_roi_heads import LOCEFastRCNNOutputLayers, LOCEROIHeads
+
+from .faster_rcnn_R_18_FPN_tiny import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+model.roi_heads._target_ = LOCEROIHeads
+model.roi_heads.proposal_matcher._target_ = MaxIoUMatcher  # as LibraROIHeads' from_config
+model.roi_heads.memory_feature_shape = (64, 7, 7)  # FPN channels x pooler resolution
+model.roi_heads.num_jitter = 16
+model.roi_heads.box_predictor._target_ = LOCEFastRCNNOutputLayers
+model.roi_heads.box_predictor.use_equilibrium_loss = True
+model.roi_heads.box_predictor.score_momentum = 0.9
+model.roi_heads.box_predictor.background_score = 0.01
+model.roi_heads.box_predictor.init_score = 0.01
+model.roi_heads.box_predictor.frequency_groups = L(training_frequency_groups)(
+    dataset_names=["lt_shapes_train"], num_classes=32
+)
+model.roi_heads.box_predictor.log_period = 20
+
+train.init_checkpoint = "output/lt_shapes/loce_faster_rcnn_R_18_FPN_tiny_stage1/model_final.pth"
+train.loce = dict(
+    finetune=True,
+    freeze=["backbone", "roi_heads.box_head"],
+    reset_scores_at_start=True,
+    mfs=dict(
+        enabled=True,
+        queue_size=80,
+        num_classes=8,  # k classes drawn per step, p ~ 1 / s
+        samples_per_class=4,  # m rows per drawn class
+        device="",  # the model's (CPU here)
+        dtype="float32",
+        prefill_images_per_class=5,
+        prefill_batch_size=8,
+    ),
+)
+# 1/4 of stage 1's iterations, lr 0.02 dropped at 1/2 and 5/6
+train.max_iter = 150
+train.checkpointer = dict(period=50, max_to_keep=100)
+lr_multiplier.scheduler.milestones = [75, 125]
+lr_multiplier.scheduler.num_updates = train.max_iter
+lr_multiplier.warmup_length = 12 / train.max_iter
+train.output_dir = "output/lt_shapes/lazy_loce_faster_rcnn_R_18_FPN_tiny_stage2"
