@@ -38,6 +38,23 @@ def stage2_cfg(*opts):
                     "MODEL.LOCE.EQUILIBRIUM_LOSS", True, "MODEL.LOCE.MFS.ENABLED", True, *opts)
 
 
+def _assert_stage2_trained(s1, s2, metrics):
+    """A stage-2 run in ``s2`` fine-tuned stage 1's ``s1`` checkpoint with MFS: memory rows and mean
+    scores logged every step, backbone and box FCs (BN statistics included) unchanged, the
+    classifier and the mean scores trained, the same checkpoint keys."""
+    assert metrics and all(m["loce/memory_rows"] == 32 for m in metrics)
+    assert all("loce/mean_score/all" in m for m in metrics)
+    w1 = torch.load(s1 / "model_final.pth", map_location="cpu")["model"]
+    w2 = torch.load(s2 / "model_final.pth", map_location="cpu")["model"]
+    assert set(w1) == set(w2)
+    for k in w1:
+        if k.startswith("backbone.") or k.startswith("roi_heads.box_head."):
+            assert torch.equal(w1[k], w2[k]), k  # frozen, BN statistics included
+    assert not torch.equal(w1["roi_heads.box_predictor.cls_score.weight"],
+                           w2["roi_heads.box_predictor.cls_score.weight"])
+    assert not torch.equal(w2["roi_heads.box_predictor.mean_score.score"], torch.full((C + 1,), 0.01))
+
+
 def test_class_balanced_image_indices():
     dicts = [{"annotations": [{"category_id": c} for c in cats]}
              for cats in ([0, 0, 1], [0], [0], [0, 2], [0], [1])]
@@ -143,16 +160,7 @@ def test_tiny_stage1_then_stage2_end_to_end(run_script, tmp_path):
     assert "LOCE memory pre-fill" in proc.stdout
     with open(s2 / "metrics.json") as f:
         metrics = [json.loads(line) for line in f if line.strip()]
-    assert metrics and all(m["loce/memory_rows"] == 32 for m in metrics)
-    assert all("loce/mean_score/all" in m for m in metrics)
-    w1 = torch.load(s1 / "model_final.pth", map_location="cpu")["model"]
-    w2 = torch.load(s2 / "model_final.pth", map_location="cpu")["model"]
-    for k in w1:
-        if k.startswith("backbone.") or k.startswith("roi_heads.box_head."):
-            assert torch.equal(w1[k], w2[k]), k  # frozen, BN statistics included
-    assert not torch.equal(w1["roi_heads.box_predictor.cls_score.weight"],
-                           w2["roi_heads.box_predictor.cls_score.weight"])
-    assert not torch.equal(w2["roi_heads.box_predictor.mean_score.score"], torch.full((C + 1,), 0.01))
+    _assert_stage2_trained(s1, s2, metrics)
     assert DatasetCatalog  # registered datasets untouched
 
 
@@ -206,14 +214,4 @@ def test_lazy_stage2_end_to_end(run_script, tmp_path):
     with open(s2 / "metrics.json") as f:
         metrics = [json.loads(line) for line in f if line.strip()]
     metrics = [m for m in metrics if "total_loss" in m]  # the training rows (not the eval's)
-    assert metrics and all(m["loce/memory_rows"] == 32 for m in metrics)
-    assert all("loce/mean_score/all" in m for m in metrics)
-    w1 = torch.load(s1 / "model_final.pth", map_location="cpu")["model"]
-    w2 = torch.load(s2 / "model_final.pth", map_location="cpu")["model"]
-    assert set(w1) == set(w2)
-    for k in w1:
-        if k.startswith("backbone.") or k.startswith("roi_heads.box_head."):
-            assert torch.equal(w1[k], w2[k]), k  # frozen, BN statistics included
-    assert not torch.equal(w1["roi_heads.box_predictor.cls_score.weight"],
-                           w2["roi_heads.box_predictor.cls_score.weight"])
-    assert not torch.equal(w2["roi_heads.box_predictor.mean_score.score"], torch.full((C + 1,), 0.01))
+    _assert_stage2_trained(s1, s2, metrics)
