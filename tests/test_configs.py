@@ -42,3 +42,29 @@ def test_lazy_config_builds(path):
     cfg = LazyConfig.load(os.path.join(REPO_ROOT, path))
     model = instantiate(cfg.model)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def _yaml_model(path):
+    cfg = get_cfg()
+    libra_d2.add_libra_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO_ROOT, path))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    return build_model(cfg)
+
+
+@pytest.mark.parametrize("lazy,yaml", [
+    ("configs/LT-Shapes/lazy/faster_rcnn_R_18_FPN_tiny_rga_prm.py",
+     "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny_rga_prm.yaml"),
+    ("configs/COCO-Detection/lazy/faster_rcnn_R_50_FPN_1x_rga_prm.py",
+     "configs/COCO-Detection/faster_rcnn_R_50_FPN_1x_rga_prm.yaml"),
+])
+def test_lazy_prm_twins_match_their_yaml(lazy, yaml):
+    """libra_d2.lazy.parallel_roi_heads gives the YAML's PRM model: same parameters and buffers
+    (names and shapes), same positive fractions, and RGA on in ``train.rga``."""
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, lazy))
+    ours, ref = instantiate(cfg.model), _yaml_model(yaml)
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(ours) == shapes(ref)
+    assert ours.roi_heads.positive_fractions == ref.roi_heads.positive_fractions == (0.5, 0.1)
+    assert cfg.train.rga.enabled and cfg.train.rga.lambda0 == 7.0
