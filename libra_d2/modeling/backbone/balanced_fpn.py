@@ -47,7 +47,7 @@ __all__ = [
     "balance_features",
     "build_bfp_refine",
     "BalancedFeaturePyramid",
-    "WrappedBackboneLoadMixin",
+    "WrappedFPN",
     "build_resnet_bfp_backbone",
     "build_retinanet_resnet_bfp_backbone",
 ]
@@ -157,11 +157,43 @@ def _redirect_flat_keys(module, state_dict, prefix, wrapped_name):
         state_dict[new_key] = state_dict.pop(key)
 
 
-class WrappedBackboneLoadMixin:
-    """Mixin for backbones that wrap another one as the child ``self.<_wrapped_name>``: lets
-    ``load_state_dict`` accept the wrapped module's flat keys (see module docstring)."""
+def _ordered_out_features(backbone):
+    if hasattr(backbone, "_out_features"):
+        return list(backbone._out_features)
+    shapes = backbone.output_shape()
+    return sorted(shapes, key=lambda k: shapes[k].stride)
+
+
+class WrappedFPN(Backbone):
+    """Base of the backbones that wrap an FPN-like backbone as the child ``self.fpn`` and keep its
+    outputs (names, strides, channels; Detectron2's ``Backbone.output_shape`` reports them), its
+    ``size_divisibility`` and (where it has them) ``padding_constraints``. ``load_state_dict`` also
+    accepts the wrapped module's flat keys (see module docstring)."""
 
     _wrapped_name = "fpn"
+
+    def _wrap(self, fpn, what: str) -> int:
+        """Take ``fpn``'s outputs as this backbone's; returns their channel count (a ValueError
+        naming ``what`` if the levels differ)."""
+        self.fpn = fpn
+        shapes = fpn.output_shape()
+        self._out_features = _ordered_out_features(fpn)
+        self._out_feature_strides = {k: shapes[k].stride for k in self._out_features}
+        self._out_feature_channels = {k: shapes[k].channels for k in self._out_features}
+        channels = set(self._out_feature_channels.values())
+        if len(channels) != 1:
+            raise ValueError("{} needs equal channels on all levels; got {}".format(
+                what, self._out_feature_channels))
+        return channels.pop()
+
+    @property
+    def size_divisibility(self):
+        return self.fpn.size_divisibility
+
+    @property
+    def padding_constraints(self):
+        # Detectron2 main's Backbone has it (FPN: size divisibility + square padding); 0.6 has not.
+        return getattr(self.fpn, "padding_constraints", {})
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
@@ -174,14 +206,7 @@ class WrappedBackboneLoadMixin:
         )
 
 
-def _ordered_out_features(backbone):
-    if hasattr(backbone, "_out_features"):
-        return list(backbone._out_features)
-    shapes = backbone.output_shape()
-    return sorted(shapes, key=lambda k: shapes[k].stride)
-
-
-class BalancedFeaturePyramid(WrappedBackboneLoadMixin, Backbone):
+class BalancedFeaturePyramid(WrappedFPN):
     """Wraps an FPN-like backbone (Detectron2's ``FPN``, :class:`PAFPN`, ...) and balances its
     outputs with :func:`balance_features`, in the order of ``fpn._out_features`` (high to low
     resolution). Output names, strides and channels, ``size_divisibility`` and (where the wrapped
@@ -213,18 +238,7 @@ class BalancedFeaturePyramid(WrappedBackboneLoadMixin, Backbone):
             raise TypeError(
                 "BalancedFeaturePyramid wraps a detectron2 Backbone, got {}".format(type(fpn))
             )
-        self.fpn = fpn
-        shapes = fpn.output_shape()
-        self._out_features = _ordered_out_features(fpn)
-        self._out_feature_strides = {k: shapes[k].stride for k in self._out_features}
-        self._out_feature_channels = {k: shapes[k].channels for k in self._out_features}
-        channels = set(self._out_feature_channels.values())
-        if len(channels) != 1:
-            raise ValueError(
-                "BFP averages the levels, so they need equal channels; got {}".format(
-                    self._out_feature_channels
-                )
-            )
+        channels = self._wrap(fpn, "BFP (it averages the levels)")
         if not 0 <= refine_level < len(self._out_features):
             raise ValueError(
                 "refine_level={} is not an index into the wrapped outputs {}".format(
@@ -239,20 +253,11 @@ class BalancedFeaturePyramid(WrappedBackboneLoadMixin, Backbone):
         self.refine_type = refine_type
         self.refine = build_bfp_refine(
             refine_type,
-            channels.pop(),
+            channels,
             norm=norm,
             non_local_reduction=non_local_reduction,
             non_local_use_scale=non_local_use_scale,
         )
-
-    @property
-    def size_divisibility(self):
-        return self.fpn.size_divisibility
-
-    @property
-    def padding_constraints(self):
-        # Detectron2 main's Backbone has it (FPN: size divisibility + square padding); 0.6 has not.
-        return getattr(self.fpn, "padding_constraints", {})
 
     def forward(self, x):
         features = self.fpn(x)
@@ -260,14 +265,6 @@ class BalancedFeaturePyramid(WrappedBackboneLoadMixin, Backbone):
             [features[k] for k in self._out_features], self.refine_level, self.refine
         )
         return dict(zip(self._out_features, outs))
-
-    def output_shape(self):
-        return {
-            name: ShapeSpec(
-                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
-            )
-            for name in self._out_features
-        }
 
 
 def _bfp_kwargs(cfg):

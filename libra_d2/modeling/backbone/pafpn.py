@@ -28,13 +28,13 @@ import math
 import fvcore.nn.weight_init as weight_init
 
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
-from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone
+from detectron2.modeling.backbone import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import (
     build_resnet_fpn_backbone,
     build_retinanet_resnet_fpn_backbone,
 )
 
-from .balanced_fpn import BalancedFeaturePyramid, WrappedBackboneLoadMixin, _bfp_kwargs
+from .balanced_fpn import BalancedFeaturePyramid, WrappedFPN, _bfp_kwargs
 
 __all__ = [
     "PAFPN",
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 
-class PAFPN(WrappedBackboneLoadMixin, Backbone):
+class PAFPN(WrappedFPN):
     """Wraps a Detectron2 ``FPN`` (anything with ``in_features``, ``top_block``,
     ``_out_features`` and equal output channels) and adds PANet's bottom-up path."""
 
@@ -61,15 +61,7 @@ class PAFPN(WrappedBackboneLoadMixin, Backbone):
                 raise TypeError(
                     "PAFPN wraps a detectron2 FPN; {} has no {!r}".format(type(fpn), attr)
                 )
-        self.fpn = fpn
-        shapes = fpn.output_shape()
-        self._out_features = list(fpn._out_features)
-        self._out_feature_strides = {k: shapes[k].stride for k in self._out_features}
-        self._out_feature_channels = {k: shapes[k].channels for k in self._out_features}
-        channels = set(self._out_feature_channels.values())
-        if len(channels) != 1:
-            raise ValueError("PAFPN needs equal channels on all levels, got {}".format(channels))
-        channels = channels.pop()
+        channels = self._wrap(fpn, "PAFPN")
 
         # levels built from the bottom-up features; the rest come from the top block
         self._num_pyramid_levels = len(fpn.in_features)
@@ -113,14 +105,6 @@ class PAFPN(WrappedBackboneLoadMixin, Backbone):
             else None
         )
 
-    @property
-    def size_divisibility(self):
-        return self.fpn.size_divisibility
-
-    @property
-    def padding_constraints(self):
-        return getattr(self.fpn, "padding_constraints", {})
-
     def forward(self, x):
         fpn_features = self.fpn(x)
         names = self._out_features
@@ -133,14 +117,6 @@ class PAFPN(WrappedBackboneLoadMixin, Backbone):
             outs.extend(fpn_features[k] for k in names[self._num_pyramid_levels :])
         assert len(outs) == len(names), (len(outs), names)
         return dict(zip(names, outs))
-
-    def output_shape(self):
-        return {
-            name: ShapeSpec(
-                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
-            )
-            for name in self._out_features
-        }
 
 
 @BACKBONE_REGISTRY.register()
