@@ -25,14 +25,18 @@ def test_configs_found():
     assert len(YAMLS) >= 10 and LAZY
 
 
-@pytest.mark.parametrize("path", YAMLS)
-def test_yaml_config_builds(path):
+def _yaml_cfg_and_model(path):
     cfg = get_cfg()
     libra_d2.add_libra_config(cfg)
     cfg.merge_from_file(os.path.join(REPO_ROOT, path))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
-    model = build_model(cfg)
+    return cfg, build_model(cfg)
+
+
+@pytest.mark.parametrize("path", YAMLS)
+def test_yaml_config_builds(path):
+    cfg, model = _yaml_cfg_and_model(path)
     assert sum(p.numel() for p in model.parameters()) > 0
     assert cfg.OUTPUT_DIR.startswith("output/"), "model-zoo style output dir"
 
@@ -42,15 +46,6 @@ def test_lazy_config_builds(path):
     cfg = LazyConfig.load(os.path.join(REPO_ROOT, path))
     model = instantiate(cfg.model)
     assert sum(p.numel() for p in model.parameters()) > 0
-
-
-def _yaml_model(path):
-    cfg = get_cfg()
-    libra_d2.add_libra_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO_ROOT, path))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""
-    return build_model(cfg)
 
 
 @pytest.mark.parametrize("lazy,yaml", [
@@ -63,7 +58,7 @@ def test_lazy_prm_twins_match_their_yaml(lazy, yaml):
     """libra_d2.lazy.parallel_roi_heads gives the YAML's PRM model: same parameters and buffers
     (names and shapes), same positive fractions, and RGA on in ``train.rga``."""
     cfg = LazyConfig.load(os.path.join(REPO_ROOT, lazy))
-    ours, ref = instantiate(cfg.model), _yaml_model(yaml)
+    ours, ref = instantiate(cfg.model), _yaml_cfg_and_model(yaml)[1]
     shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
     assert shapes(ours) == shapes(ref)
     assert ours.roi_heads.positive_fractions == ref.roi_heads.positive_fractions == (0.5, 0.1)

@@ -65,3 +65,16 @@ def fixed_batched_inputs(size=64, seed=0):
         inst.gt_classes = torch.tensor(classes)
         out.append({"image": torch.rand(3, size, size, generator=g) * 255, "instances": inst})
     return out
+
+
+def dense_case(num_classes, seed=0, R=60):
+    """Direct inputs of a dense detector's ``losses`` (RetinaNet's argument order): one level of R
+    anchors, N = 2 images."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(R, 2, generator=g) * 40
+    anchors = [Boxes(torch.cat([xy, xy + 8 + torch.rand(R, 2, generator=g) * 20], 1))]
+    gt_labels = [torch.randint(-1, num_classes + 1, (R,), generator=g) for _ in range(2)]
+    gt_boxes = [anchors[0].tensor + torch.randn(R, 4, generator=g) * 3 for _ in range(2)]
+    pred_logits = [torch.randn(2, R, num_classes, generator=g)]
+    pred_deltas = [torch.randn(2, R, 4, generator=g) * 0.2]
+    return anchors, pred_logits, gt_labels, pred_deltas, gt_boxes

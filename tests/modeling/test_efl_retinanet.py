@@ -27,7 +27,7 @@ from libra_d2.modeling.meta_arch.efl_retinanet import (
     frequency_group_of,
     training_frequency_groups,
 )
-from tiny_models import cfg_from, fixed_batched_inputs as batched_inputs
+from tiny_models import cfg_from, dense_case, fixed_batched_inputs as batched_inputs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EFL_TINY = "configs/LT-Shapes/efl_retinanet_R_18_FPN_tiny.yaml"
@@ -42,18 +42,6 @@ def train_losses(model, inputs, it=0):
         losses = model(inputs)
         scalars = {k: v[0] for k, v in storage.latest().items()}
     return losses, scalars
-
-
-def dense_case(num_classes, seed=0, R=60):
-    """Direct inputs of ``losses``: one level of R anchors, N = 2 images."""
-    g = torch.Generator().manual_seed(seed)
-    xy = torch.rand(R, 2, generator=g) * 40
-    anchors = [Boxes(torch.cat([xy, xy + 8 + torch.rand(R, 2, generator=g) * 20], 1))]
-    gt_labels = [torch.randint(-1, num_classes + 1, (R,), generator=g) for _ in range(2)]
-    gt_boxes = [anchors[0].tensor + torch.randn(R, 4, generator=g) * 3 for _ in range(2)]
-    pred_logits = [torch.randn(2, R, num_classes, generator=g)]
-    pred_deltas = [torch.randn(2, R, 4, generator=g) * 0.2]
-    return anchors, pred_logits, gt_labels, pred_deltas, gt_boxes
 
 
 # ----------------------------------------------------------------------------- registry / config

@@ -8,13 +8,12 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.modeling.meta_arch import RetinaNet
-from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 
 from libra_d2.layers.balanced_l1 import balanced_l1_loss
 from libra_d2.layers.gradient_reweighting import lgr_l1_loss
 from libra_d2.modeling.meta_arch import LibraRetinaNet
-from tiny_models import cfg_from, fixed_batched_inputs as batched_inputs
+from tiny_models import cfg_from, dense_case, fixed_batched_inputs as batched_inputs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -71,19 +70,6 @@ def test_equals_detectron2_retinanet(loss_type):
             assert torch.equal(l_ref[k], l_ours[k]), k
         assert s_ref == s_ours and s_ours["num_pos_anchors"] > 0
     assert ref.loss_normalizer == ours.loss_normalizer
-
-
-def dense_case(num_classes, seed=0):
-    """Direct inputs of ``losses``: one level of R anchors, N = 2 images."""
-    g = torch.Generator().manual_seed(seed)
-    R = 60
-    xy = torch.rand(R, 2, generator=g) * 40
-    anchors = [Boxes(torch.cat([xy, xy + 8 + torch.rand(R, 2, generator=g) * 20], 1))]
-    gt_labels = [torch.randint(-1, num_classes + 1, (R,), generator=g) for _ in range(2)]
-    gt_boxes = [anchors[0].tensor + torch.randn(R, 4, generator=g) * 3 for _ in range(2)]
-    pred_logits = [torch.randn(2, R, num_classes, generator=g)]
-    pred_deltas = [torch.randn(2, R, 4, generator=g) * 0.2]
-    return anchors, pred_logits, gt_labels, pred_deltas, gt_boxes
 
 
 @pytest.mark.parametrize("loss_type,fn", [("balanced_l1", balanced_l1_loss), ("lgr_l1", lgr_l1_loss)])
