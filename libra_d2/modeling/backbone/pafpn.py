@@ -69,23 +69,11 @@ class PAFPN(WrappedFPN):
         downsample_convs, output_convs = [], []
         for name in self._out_features[1 : self._num_pyramid_levels]:
             stage = int(math.log2(self._out_feature_strides[name]))
-            down = Conv2d(
-                channels,
-                channels,
-                kernel_size=3,
-                stride=2,
-                padding=1,
-                bias=use_bias,
-                norm=get_norm(norm, channels),
-            )
-            out = Conv2d(
-                channels,
-                channels,
-                kernel_size=3,
-                stride=1,
-                padding=1,
-                bias=use_bias,
-                norm=get_norm(norm, channels),
+            # 3x3 convs: stride 2 (N_i -> the next level's size), then stride 1 (output)
+            down, out = (
+                Conv2d(channels, channels, kernel_size=3, stride=stride, padding=1, bias=use_bias,
+                       norm=get_norm(norm, channels))
+                for stride in (2, 1)
             )
             weight_init.c2_xavier_fill(down)
             weight_init.c2_xavier_fill(out)
