@@ -48,11 +48,11 @@ from detectron2.modeling import build_model  # noqa: E402
 from libra_d2.config import add_libra_config  # noqa: E402
 from libra_d2.data import CheckedDatasetMapper  # noqa: E402
 from libra_d2.engine.setup import merge_cfg_checked  # noqa: E402
-from libra_d2.modeling.meta_arch.efl_retinanet import (  # noqa: E402
+from libra_d2.data.class_frequency import (  # noqa: E402
     frequency_group_of,
+    training_class_image_counts,
     training_frequency_groups,
 )
-from libra_d2.modeling.roi_heads.fast_rcnn import training_class_image_counts  # noqa: E402
 
 GROUP_COLORS = {"r": "tab:red", "c": "tab:orange", "f": "tab:blue"}
 MARKERS = ["o", "s", "^", "D", "v", "P"]

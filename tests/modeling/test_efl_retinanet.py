@@ -22,11 +22,7 @@ from libra_d2.modeling.atss_matcher import ATSSMatcher
 from libra_d2.modeling.matcher import MATCHER_REGISTRY, build_matcher
 from libra_d2.modeling.meta_arch import EFLRetinaNet
 from libra_d2.modeling.meta_arch import efl_retinanet as efl_module
-from libra_d2.modeling.meta_arch.efl_retinanet import (
-    EFLClassificationLoss,
-    frequency_group_of,
-    training_frequency_groups,
-)
+from libra_d2.modeling.meta_arch.efl_retinanet import EFLClassificationLoss
 from tiny_models import cfg_from, dense_case, fixed_batched_inputs as batched_inputs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -178,20 +174,6 @@ def test_statistics_logged_per_frequency_group():
     _, overall = train_losses(model, batched_inputs(), it=40)
     assert sorted(k for k in overall if k.startswith("efl/")) == [
         "efl/gamma/all", "efl/grad_ratio/all", "efl/weight/all"]
-
-
-def test_training_frequency_groups_from_metadata():
-    assert [frequency_group_of(n) for n in (0, 1, 10, 11, 100, 101)] == ["r", "r", "r", "c", "c", "f"]
-    name = "_efl_test_counts"
-    if name in MetadataCatalog.list():
-        MetadataCatalog.remove(name)
-    counts = [1, 10, 11, 100, 101]
-    MetadataCatalog.get(name).set(
-        class_image_count=[{"id": i + 1, "image_count": c} for i, c in enumerate(counts)])
-    assert training_frequency_groups([name], 5) == ["r", "r", "c", "c", "f"]
-    assert training_frequency_groups(["_efl_test_nothing"], 5) is None
-    lvis = training_frequency_groups(["lvis_v1_train"], 1203)  # Detectron2's LVIS class list
-    assert lvis is not None and [lvis.count(g) for g in "rcf"] == [337, 461, 405]
 
 
 def test_focusing_and_weighting_switches():

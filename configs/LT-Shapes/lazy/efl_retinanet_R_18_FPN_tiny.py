@@ -12,7 +12,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet
 
 from libra_d2.modeling.meta_arch import EFLRetinaNet
-from libra_d2.modeling.meta_arch.efl_retinanet import EFLRetinaNetHead, training_frequency_groups
+from libra_d2.data.class_frequency import training_frequency_groups
+from libra_d2.modeling.meta_arch.efl_retinanet import EFLRetinaNetHead
 from libra_d2.utils.compat import retinanet_head_norm
 
 from .faster_rcnn_R_18_FPN_tiny import dataloader, lr_multiplier, optimizer, train  # noqa: F401

@@ -3,14 +3,11 @@ configs/LT-Shapes/libra_faster_rcnn_R_18_FPN_tiny.yaml): the plain tiny lazy con
 backbone wrapped in a Balanced Feature Pyramid and Libra's ROI heads and box predictor."""
 from detectron2.config import LazyCall as L
 
+from libra_d2.data.class_frequency import training_class_image_counts
 from libra_d2.layers.class_reweighting import bucketed_class_weights
 from libra_d2.modeling.backbone import BalancedFeaturePyramid
 from libra_d2.modeling.matcher import MaxIoUMatcher
-from libra_d2.modeling.roi_heads import (
-    LibraFastRCNNOutputLayers,
-    LibraROIHeads,
-    training_class_image_counts,
-)
+from libra_d2.modeling.roi_heads import LibraFastRCNNOutputLayers, LibraROIHeads
 from libra_d2.modeling.sampling import LibraSamplingConfig
 
 from .faster_rcnn_R_18_FPN_tiny import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401

@@ -15,7 +15,7 @@ its mapper). Overrides: ``train.loce.mfs.enabled=False``, ``train.loce.finetune=
 from detectron2.config import LazyCall as L
 
 from libra_d2.modeling.matcher import MaxIoUMatcher
-from libra_d2.modeling.meta_arch.efl_retinanet import training_frequency_groups
+from libra_d2.data.class_frequency import training_frequency_groups
 from libra_d2.modeling.roi_heads.loce_roi_heads import LOCEFastRCNNOutputLayers, LOCEROIHeads
 
 from .faster_rcnn_R_18_FPN_tiny import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401

@@ -37,13 +37,11 @@ Config (``MODEL.EFL``, see :func:`libra_d2.config.add_libra_config`):
   improved baseline are Detectron2 config keys (anchor sizes, GIoU, GN heads, warm-up, gradient
   clipping, repeat-factor sampling): see ``configs/LVISv1-Detection/efl_improved_baseline_*``.
 """
-import logging
 from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.data import MetadataCatalog
 from detectron2.layers import cat
 from detectron2.modeling.meta_arch.build import META_ARCH_REGISTRY
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
@@ -52,7 +50,7 @@ from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
-from ...layers.class_reweighting import class_frequencies
+from ...data.class_frequency import training_frequency_groups
 from ...utils.compat import retinanet_head_norm
 from ...layers.equalized_focal_loss import EqualizedFocalLoss
 from ..atss_matcher import ATSSMatcher
@@ -65,11 +63,8 @@ __all__ = [
     "EFLRetinaNetHead",
     "EFLClassificationLoss",
     "LOSS_NORMALIZERS",
-    "frequency_group_of",
-    "training_frequency_groups",
 ]
 
-logger = logging.getLogger(__name__)
 
 LOSS_NORMALIZERS = ("num_pos", "ema")
 ANCHOR_MATCHERS = ("iou", "atss")
@@ -112,66 +107,6 @@ class EFLClassificationLoss(EqualizedFocalLoss):
             super().extra_repr()
             + f", use_focusing={self.use_focusing}, use_weighting={self.use_weighting}"
         )
-
-
-# ----------------------------------------------------------------------------------------------------
-# frequency groups of the training classes
-# ----------------------------------------------------------------------------------------------------
-def frequency_group_of(image_count: float) -> str:
-    """LVIS's frequency group of a class seen in ``image_count`` training images: 'r' (<= 10,
-    including 0), 'c' (11-100) or 'f' (> 100)."""
-    if image_count <= 10:
-        return "r"
-    if image_count <= 100:
-        return "c"
-    return "f"
-
-
-def _lvis_groups_by_class_names(thing_classes: Sequence[str]) -> Optional[List[str]]:
-    """The frequency groups of Detectron2's LVIS category lists, when ``thing_classes`` is one."""
-    try:
-        from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES as V1
-        from detectron2.data.datasets.lvis_v0_5_categories import LVIS_CATEGORIES as V05
-    except ImportError:  # pragma: no cover
-        return None
-    for categories in (V1, V05):
-        if len(categories) != len(thing_classes):
-            continue
-        ordered = sorted(categories, key=lambda c: c["id"])
-        if [c["synonyms"][0] for c in ordered] == list(thing_classes):
-            return [c["frequency"] for c in ordered]
-    return None
-
-
-def training_frequency_groups(dataset_names: Sequence[str], num_classes: int) -> Optional[List[str]]:
-    """One LVIS frequency group ('r' / 'c' / 'f') per contiguous class, from the metadata of the first
-    training dataset that provides it, in this order: ``category_frequency`` (e.g. LT-Shapes),
-    ``class_image_count`` (LVIS thresholds on image counts), Detectron2's LVIS category list when
-    ``thing_classes`` is LVIS's. None when no dataset tells (then only overall means are logged).
-    Reads metadata only, never the dataset itself.
-    """
-    for name in dataset_names:
-        meta = MetadataCatalog.get(name)
-        groups = meta.get("category_frequency", None)
-        if groups is not None and len(groups) == num_classes:
-            return [str(g) for g in groups]
-        counts = meta.get("class_image_count", None)
-        if counts is not None:
-            try:
-                freqs = class_frequencies(
-                    counts, num_classes=num_classes,
-                    dataset_id_to_contiguous_id=meta.get("thing_dataset_id_to_contiguous_id", None),
-                )
-            except (ValueError, KeyError) as e:
-                logger.warning("class_image_count of %s unusable for EFL logging: %s", name, e)
-            else:
-                return [frequency_group_of(float(c)) for c in freqs]
-        classes = meta.get("thing_classes", None)
-        if classes is not None and len(classes) == num_classes:
-            groups = _lvis_groups_by_class_names(classes)
-            if groups is not None:
-                return groups
-    return None
 
 
 # ----------------------------------------------------------------------------------------------------

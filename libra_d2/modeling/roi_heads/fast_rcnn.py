@@ -13,38 +13,18 @@ import math
 
 import torch
 from detectron2.config import configurable
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.layers import cat, nonzero_tuple
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 
-from ...layers.class_reweighting import bcr_sigmoid_ce_loss, bucketed_class_weights, class_frequencies
+from ...data.class_frequency import training_class_image_counts
+from ...layers.class_reweighting import bcr_sigmoid_ce_loss, bucketed_class_weights
 from ...layers.gradient_reweighting import lgr_cross_entropy
 from ..box_regression import LIBRA_DELTA_LOSSES, balanced_l1_params, delta_regression_loss
 
-__all__ = ["LibraFastRCNNOutputLayers", "CLS_LOSS_TYPES", "training_class_image_counts"]
+__all__ = ["LibraFastRCNNOutputLayers", "CLS_LOSS_TYPES"]
 
 CLS_LOSS_TYPES = ("ce", "lgr_ce", "bcr")
 logger = logging.getLogger(__name__)
-
-
-def training_class_image_counts(dataset_names, num_classes):
-    """Per-class number of training images containing the class (contiguous ids), from the
-    datasets' ``class_image_count`` metadata when present, else counted from the dataset dicts."""
-    counts = torch.zeros(num_classes, dtype=torch.float64)
-    for name in dataset_names:
-        meta = MetadataCatalog.get(name)
-        if meta.get("class_image_count", None) is not None:
-            counts += class_frequencies(
-                meta.class_image_count, num_classes=num_classes,
-                dataset_id_to_contiguous_id=meta.get("thing_dataset_id_to_contiguous_id", None),
-            )
-            continue
-        logger.info("Counting images per class of %s for Bucketed Class Re-weighting ...", name)
-        for record in DatasetCatalog.get(name):
-            present = {a["category_id"] for a in record.get("annotations", [])}
-            for c in present:
-                counts[c] += 1
-    return counts
 
 
 class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):

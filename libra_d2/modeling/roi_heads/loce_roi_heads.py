@@ -33,6 +33,7 @@ from detectron2.layers import cat, cross_entropy
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
 from detectron2.structures import Boxes, Instances
 
+from ...data.class_frequency import training_frequency_groups
 from ...layers.equilibrium_loss import equilibrium_loss
 from ..box_regression import DELTA_LOSSES, delta_regression_loss
 from ..class_statistics import MeanClassScore
@@ -64,9 +65,6 @@ class MemoryBatch:
 
 
 def _frequency_groups(dataset_names, num_classes):
-    # One source of truth for 'r'/'c'/'f' per class (metadata only); lives with EFL's logging.
-    from ..meta_arch.efl_retinanet import training_frequency_groups
-
     try:
         return training_frequency_groups(dataset_names, num_classes)
     except (KeyError, OSError):  # unknown dataset: log overall means only
