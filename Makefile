@@ -4,14 +4,18 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DETECTRON2_DATASETS ?= datasets
+# Official Detectron2 main for `make test-main`: a source archive or checkout (CI: the snapshot in shared/).
+DETECTRON2_MAIN ?= ../shared/vendor/detectron2-main.tar.gz
+VENV_MAIN ?= .venv-main
 export DETECTRON2_DATASETS
 LT_SHAPES_ROOT := $(DETECTRON2_DATASETS)/lt_shapes
 
-.PHONY: env data demo test bench clean help
+.PHONY: env data demo test test-main bench clean help
 
 help:
 	@echo "make demo   - generate LT-Shapes, train + evaluate a tiny Faster R-CNN on CPU, reload it"
-	@echo "make test   - run the test suite"
+	@echo "make test   - run the test suite (on \$$VENV, default .venv: Detectron2 main if reachable, else 0.6)"
+	@echo "make test-main - run the test suite on official Detectron2 main built from \$$DETECTRON2_MAIN ($(VENV_MAIN))"
 	@echo "make data   - generate LT-Shapes under \$$DETECTRON2_DATASETS/lt_shapes"
 	@echo "make bench  - run the benchmarks under dev/"
 	@echo "make env    - build the virtual environment only ($(VENV))"
@@ -27,6 +31,17 @@ demo: data
 
 test: env
 	@$(PY) -m pytest
+
+# The same suite on official Detectron2 main with its compiled ops, in its own environment; never
+# falls back to 0.6 (a failed build fails). Skipped with a message when the source is absent.
+test-main:
+	@if [ -e "$(DETECTRON2_MAIN)" ]; then \
+		DETECTRON2_SPEC="$$(realpath "$(DETECTRON2_MAIN)")" DETECTRON2_FALLBACK=0 \
+			$(MAKE) --no-print-directory test VENV=$(VENV_MAIN); \
+	else \
+		echo "make test-main: skipped: no Detectron2 main source at $(DETECTRON2_MAIN)" \
+			"(set DETECTRON2_MAIN to an archive or checkout of official Detectron2)"; \
+	fi
 
 bench: data
 	@for b in dev/benchmark_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

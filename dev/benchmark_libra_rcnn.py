@@ -30,7 +30,7 @@ from libra_d2.data import CheckedDatasetMapper
 from libra_d2.modeling.sampling import libra_subsample_labels
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_utils import timed, write_report  # noqa: E402
+from bench_utils import add_device_argument, device_sync, machine_line, timed, write_report  # noqa: E402
 from benchmark_sampler import make_image  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,24 +61,25 @@ def bench_sampler(rounds, repeats):
     return [(k, statistics.median(v) * 1e3, statistics.median(v) / base) for k, v in times.items()]
 
 
-def build(config, opts):
+def build(config, opts, device="cpu"):
     cfg = get_cfg()
     libra_d2.add_libra_config(cfg)
     cfg.merge_from_file(os.path.join(REPO_ROOT, config))
     # fixed inference workload: keep every detection (no score threshold) of the 300 proposals
-    cfg.merge_from_list(opts + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0])
+    cfg.merge_from_list(opts + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0, "MODEL.DEVICE", device])
     torch.manual_seed(0)
     model = build_model(cfg)
     return cfg, model, build_optimizer(cfg, model)
 
 
-def bench_models(rounds, steps):
-    cfg0, _, _ = build(BASE, [])
+def bench_models(rounds, steps, device="cpu"):
+    sync = device_sync(device)
+    cfg0, _, _ = build(BASE, [], device)
     mapper = CheckedDatasetMapper(cfg0, is_train=True)
     records = DatasetCatalog.get(cfg0.DATASETS.TRAIN[0])[: cfg0.SOLVER.IMS_PER_BATCH]
     batch = [mapper(dict(r)) for r in records]
     test_batch = [{"image": d["image"], "height": 128, "width": 128} for d in batch]
-    built = {name: build(cfg, opts) for name, (cfg, opts) in VARIANTS.items()}
+    built = {name: build(cfg, opts, device) for name, (cfg, opts) in VARIANTS.items()}
 
     def train_step(model, opt):
         model.train()
@@ -100,8 +101,8 @@ def bench_models(rounds, steps):
     infer_t = {k: [] for k in built}
     for _ in range(rounds):
         for name, (_, model, opt) in built.items():
-            train_t[name] += [timed(lambda: train_step(model, opt)) for _ in range(steps)]
-            infer_t[name] += [timed(lambda: infer(model)) for _ in range(steps)]
+            train_t[name] += [timed(lambda: train_step(model, opt), sync) for _ in range(steps)]
+            infer_t[name] += [timed(lambda: infer(model), sync) for _ in range(steps)]
     base = "Faster R-CNN (plain)"
     rows = []
     for name in built:
@@ -117,14 +118,15 @@ def main():
     ap.add_argument("--steps", type=int, default=6, help="timed steps per variant per round")
     ap.add_argument("--sampler-repeats", type=int, default=300)
     ap.add_argument("--output", default="docs/benchmarks/libra_rcnn.md")
+    add_device_argument(ap)
     args = ap.parse_args()
 
-    lines = ["Machine: {} CPU threads, torch {}.".format(torch.get_num_threads(), torch.__version__), ""]
+    lines = [machine_line(args.device), ""]
     lines += ["Sampler (2,000 proposals incl. 20 GT, 512 samples, positive fraction 0.25; target <= 2x):", "",
               "| method | median ms | ratio |", "|---|---|---|"]
     for name, ms, ratio in bench_sampler(args.rounds, args.sampler_repeats):
         lines.append("| {} | {:.3f} | {:.2f}x |".format(name, ms, ratio))
-    rows, batch = bench_models(args.rounds, args.steps)
+    rows, batch = bench_models(args.rounds, args.steps, args.device)
     lines += ["", "Tiny LT-Shapes detector, batch of {} 128 px images (targets for BFP: <= 1.15x train, "
               "<= 1.10x inference):".format(batch), "",
               "| model | train step ms | ratio | inference ms | ratio |", "|---|---|---|---|---|"]

@@ -34,7 +34,7 @@ from libra_d2.modeling.feature_memory import FeatureMemory, sample_memory_classe
 from libra_d2.modeling.freeze import freeze_from_cfg
 from libra_d2.modeling.roi_heads import MemoryBatch
 
-from bench_utils import timed, write_report  # dev/, next to this script
+from bench_utils import add_device_argument, device_sync, machine_line, timed, write_report  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGE2 = "configs/LT-Shapes/loce_mask_rcnn_R_18_FPN_tiny_stage2.yaml"
@@ -42,11 +42,11 @@ VARIANTS = {"stage 2, EBL (no MFS)": False, "stage 2, EBL + MFS": True}
 BASE = "stage 2, EBL (no MFS)"
 
 
-def build(mfs):
+def build(mfs, device="cpu"):
     cfg = get_cfg()
     libra_d2.add_libra_config(cfg)
     cfg.merge_from_file(os.path.join(REPO_ROOT, STAGE2))
-    cfg.merge_from_list(["MODEL.LOCE.MFS.ENABLED", mfs])
+    cfg.merge_from_list(["MODEL.LOCE.MFS.ENABLED", mfs, "MODEL.DEVICE", device])
     torch.manual_seed(0)
     model = build_model(cfg)
     freeze_from_cfg(cfg, model)
@@ -75,11 +75,13 @@ def main():
     ap.add_argument("--output", default="docs/benchmarks/loce.md")
     ap.add_argument("--note", default="", help="a line added under the tables (e.g. machine load)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_device_argument(ap)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    sync = device_sync(args.device)
 
-    built = {name: build(mfs) for name, mfs in VARIANTS.items()}
+    built = {name: build(mfs, args.device) for name, mfs in VARIANTS.items()}
     cfg0 = built[BASE][0]
     mapper = CheckedDatasetMapper(cfg0, is_train=True)
     dicts = DatasetCatalog.get(cfg0.DATASETS.TRAIN[0])
@@ -109,23 +111,23 @@ def main():
     times = {k: [] for k in built}
     for _ in range(args.rounds):
         for name, (_, model, opt) in built.items():
-            times[name] += [timed(lambda: train_step(model, opt, VARIANTS[name]))
+            times[name] += [timed(lambda: train_step(model, opt, VARIANTS[name]), sync)
                             for _ in range(args.steps)]
     med = {k: statistics.median(v) for k, v in times.items()}
 
     # the MFS pieces alone
-    sample_t = statistics.median(timed(lambda: memory_batch(mfs_model, memory))
+    sample_t = statistics.median(timed(lambda: memory_batch(mfs_model, memory), sync)
                                  for _ in range(args.repeats))
     with torch.no_grad():
         images = mfs_model.preprocess_image(batch)
         feats = mfs_model.backbone(images.tensor)
-    targets = [b["instances"] for b in batch]
-    push_t = statistics.median(timed(lambda: heads.push_to_memory(feats, targets))
+    targets = [b["instances"].to(args.device) for b in batch]
+    push_t = statistics.median(timed(lambda: heads.push_to_memory(feats, targets), sync)
                                for _ in range(args.repeats))
     num_gt = sum(len(t) for t in targets)
 
-    lines = ["Machine: {} CPU threads, torch {}; {} rounds x {} steps per variant, median.".format(
-        torch.get_num_threads(), torch.__version__, args.rounds, args.steps), ""]
+    lines = [machine_line(args.device, "; {} rounds x {} steps per variant, median".format(
+        args.rounds, args.steps)), ""]
     lines += ["Tiny LT-Shapes Mask R-CNN stage 2 (backbone + box FCs frozen, EBL), batch of {} 128 px "
               "images; MFS adds k 8 x m 4 = 32 memory rows to the 8 x 128 sampled RoIs:".format(len(batch)),
               "", "| variant | train step ms | ratio |", "|---|---|---|"]

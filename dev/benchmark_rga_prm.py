@@ -39,8 +39,9 @@ from detectron2.utils.events import EventStorage
 
 from libra_d2.data import CheckedDatasetMapper
 from libra_d2.engine.gradient_annealing import GradientAnnealing
+from libra_d2.utils.events import flush_deferred_scalars
 
-from bench_utils import timed, write_report  # dev/, next to this script
+from bench_utils import add_device_argument, device_sync, machine_line, timed, write_report  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"
@@ -57,12 +58,12 @@ VARIANTS = {
 ONE_HEAD = "Faster R-CNN (one head)"
 
 
-def build(config, rga, opts=(), weights=""):
+def build(config, rga, opts=(), weights="", device="cpu"):
     cfg = get_cfg()
     libra_d2.add_libra_config(cfg)
     cfg.merge_from_file(os.path.join(REPO_ROOT, config))
     # fixed inference workload: keep every detection (no score threshold) of the 300 proposals
-    cfg.merge_from_list(["MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0, *opts])
+    cfg.merge_from_list(["MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0, "MODEL.DEVICE", device, *opts])
     torch.manual_seed(0)
     model = build_model(cfg)
     if weights:
@@ -83,13 +84,14 @@ def main():
     ap.add_argument("--output", default="docs/benchmarks/rga_prm.md")
     ap.add_argument("--note", default="", help="a line added under the tables (e.g. machine load)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add_device_argument(ap)
     ap.add_argument("--weights", action="append", default=None,
                     help='start from this checkpoint ("": from scratch); repeatable, one table each')
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    lines = ["Machine: {} CPU threads, torch {}; {} rounds x {} steps per variant, median.".format(
-        torch.get_num_threads(), torch.__version__, args.rounds, args.steps)]
+    lines = [machine_line(args.device, "; {} rounds x {} steps per variant, median".format(
+        args.rounds, args.steps))]
     for weights in args.weights or [""]:
         lines += [""] + run_state(args, weights)
     if args.note:
@@ -99,12 +101,14 @@ def main():
 
 def run_state(args, weights):
     """One table: every variant from ``weights`` ("" = from scratch), interleaved."""
-    cfg0 = build(BASE, False)[0]
+    cfg0 = build(BASE, False, device=args.device)[0]
+    sync = device_sync(args.device)
     mapper = CheckedDatasetMapper(cfg0, is_train=True)
     records = DatasetCatalog.get(cfg0.DATASETS.TRAIN[0])[: cfg0.SOLVER.IMS_PER_BATCH]
     batch = [mapper(dict(r)) for r in records]
     test_batch = [{"image": d["image"], "height": 128, "width": 128} for d in batch]
-    built = {name: build(cfg, rga, opts, weights) for name, (cfg, rga, opts) in VARIANTS.items()}
+    built = {name: build(cfg, rga, opts, weights, args.device)
+             for name, (cfg, rga, opts) in VARIANTS.items()}
     pooled = {}
 
     def train_step(model, opt, hook, name=None):
@@ -117,6 +121,7 @@ def run_state(args, weights):
                 hook.trainer.storage = storage
                 hook.after_backward()
             opt.step()
+            flush_deferred_scalars(storage)
         if name is not None:  # RoIs pooled per image; one head: its sample
             fg = storage.history("roi_head/num_fg_samples").latest()
             if "prm/pooled_rois_per_image" in storage.histories():
@@ -139,10 +144,10 @@ def run_state(args, weights):
     infer_t = {k: [] for k in built}
     for _ in range(args.rounds):
         for name, (_, model, opt, hook) in built.items():
-            train_t[name] += [timed(lambda: train_step(model, opt, hook, name))
+            train_t[name] += [timed(lambda: train_step(model, opt, hook, name), sync)
                               for _ in range(args.steps)]
             if hook is None:  # RGA does not change inference
-                infer_t[name] += [timed(lambda: infer(model)) for _ in range(args.steps)]
+                infer_t[name] += [timed(lambda: infer(model), sync) for _ in range(args.steps)]
 
     # the RGA hook alone, on the gradients of the last step
     hook_t = {}
@@ -151,7 +156,8 @@ def run_state(args, weights):
             continue
         with EventStorage() as storage:
             hook.trainer.storage = storage
-            hook_t[name] = statistics.median(timed(hook.after_backward) for _ in range(args.hook_repeats))
+            hook_t[name] = statistics.median(timed(hook.after_backward, sync)
+                                             for _ in range(args.hook_repeats))
 
     med = {k: statistics.median(v) for k, v in train_t.items()}
     imed = {k: statistics.median(v) for k, v in infer_t.items() if v}

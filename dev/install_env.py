@@ -8,8 +8,16 @@ and was built by this exact script with the same package specs, it returns at on
 
 Environment variables (all optional):
     TORCH_SPEC        pip spec(s) for torch + torchvision. Default: the pinned pair below.
-    DETECTRON2_SPEC   pip spec of the official Detectron2 source, tried first (e.g. a git URL or a local
-                      checkout). Set it to an empty string to go straight to the fallback.
+    DETECTRON2_SPEC   pip spec of the official Detectron2 source, tried first (e.g. a git URL, a local
+                      checkout or a source archive such as ../shared/vendor/detectron2-main.tar.gz).
+                      Set it to an empty string to go straight to the fallback.
+    DETECTRON2_FALLBACK  "1" (default): fall back to pb1-detectron2 0.6 when the official source cannot
+                      be installed. "0": fail instead (CI's Detectron2-main environment must never
+                      silently test 0.6).
+    LIBRA_D2_WHEEL_CACHE  where wheels built from a local Detectron2 archive or checkout are kept
+                      (default ~/.cache/libra_d2/wheels), keyed by the source's content hash, the
+                      Python and the torch version: the 15-minute build of the compiled ops runs once
+                      per machine. Set it to an empty string to always build.
     LIBRA_D2_EXTRA_PIP_ARGS  extra arguments for every pip call (e.g. a local index).
 
 Why each step is here (this is the only place that knows how the environment is made):
@@ -34,6 +42,8 @@ Why each step is here (this is the only place that knows how the environment is 
       an error naming the op and how to get it, instead of an ImportError deep inside an unrelated
       import, or silence.
   `setuptools<81` is kept because `detectron2.model_zoo` imports `pkg_resources`.
+* ninja: torch's extension builder compiles Detectron2's C++ sources in parallel with it (the build
+  of main's compiled ops is the slow step of a fresh environment).
 * lvis 0.5.3 (the newest) uses `np.float`; libra_d2 fixes that at run time (libra_d2/evaluation), so
   it is installed unmodified here.
 """
@@ -77,6 +87,7 @@ BASE_PACKAGES = [
     "omegaconf>=2.1",
     "hydra-core>=1.1",
     "black",
+    "ninja",
     "pytest",
 ]
 STAMP_NAME = ".libra_d2_env.json"
@@ -225,15 +236,74 @@ def install_pb1_detectron2(venv_python, workdir):
     pip(venv_python, "install", "--no-deps", "--no-build-isolation", src)
 
 
+def source_digest(path):
+    """Content hash of a local Detectron2 source: an archive file, or a checkout's tracked tree."""
+    h = hashlib.sha256()
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()[:20]
+    for top, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d not in (".git", "build", "__pycache__")
+                         and not d.endswith(".egg-info"))
+        for name in sorted(files):
+            if name.endswith((".so", ".pyc")):
+                continue
+            full = os.path.join(top, name)
+            h.update(os.path.relpath(full, path).encode())
+            with open(full, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()[:20]
+
+
+def cached_wheel_dir(venv_python, d2_spec):
+    """The wheel-cache folder for a local Detectron2 source, or None (remote spec / cache off)."""
+    cache_root = os.environ.get(
+        "LIBRA_D2_WHEEL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "libra_d2", "wheels")
+    )
+    if not cache_root or not os.path.exists(d2_spec):
+        return None
+    build_env = probe(venv_python, "import sys, torch; print('py%d%d-torch%s' % (sys.version_info[:2]"
+                                   " + (torch.__version__,)))")
+    return os.path.join(cache_root, "detectron2-%s-%s" % (source_digest(d2_spec), build_env))
+
+
+def install_official_detectron2(venv_python, d2_spec):
+    """pip-install the official source (it builds the C++/CUDA extension: needs a compiler, and
+    CUDA for the GPU ops). A local source is built into a wheel once and reused from the cache."""
+    wheel_dir = cached_wheel_dir(venv_python, d2_spec)
+    if wheel_dir is None:
+        pip(venv_python, "install", "--no-build-isolation", d2_spec)
+        return
+    wheels = glob.glob(os.path.join(wheel_dir, "detectron2-*.whl"))
+    if wheels:
+        log("reusing the Detectron2 wheel built earlier from this source: %s" % wheels[0])
+    else:
+        log("building Detectron2 with its compiled ops from %s (about 10-15 minutes on 2 cores; "
+            "cached in %s)" % (d2_spec, wheel_dir))
+        partial = wheel_dir + ".partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        pip(venv_python, "wheel", "--no-deps", "--no-build-isolation", "-w", partial, d2_spec)
+        os.replace(partial, wheel_dir)  # a killed build leaves no wheel that looks complete
+        wheels = glob.glob(os.path.join(wheel_dir, "detectron2-*.whl"))
+    pip(venv_python, "install", "--no-deps", "--force-reinstall", wheels[0])
+
+
 def install_detectron2(venv_python, d2_spec):
+    allow_fallback = os.environ.get("DETECTRON2_FALLBACK", "1") != "0"
     if d2_spec:
         try:
-            # Official source: builds the C++/CUDA extension (needs a compiler; CUDA for GPU ops).
-            pip(venv_python, "install", "--no-build-isolation", d2_spec)
+            install_official_detectron2(venv_python, d2_spec)
             return "official (%s)" % d2_spec
         except subprocess.CalledProcessError:
+            if not allow_fallback:
+                raise SystemExit("[install_env] official Detectron2 (%s) could not be installed, and "
+                                 "DETECTRON2_FALLBACK=0 forbids the 0.6 fallback" % d2_spec)
             log("official Detectron2 (%s) could not be installed; falling back to %s"
                 % (d2_spec, FALLBACK_DETECTRON2))
+    elif not allow_fallback:
+        raise SystemExit("[install_env] DETECTRON2_FALLBACK=0 needs a DETECTRON2_SPEC")
     with tempfile.TemporaryDirectory(prefix="libra_d2_d2_") as workdir:
         install_pb1_detectron2(venv_python, workdir)
     return FALLBACK_DETECTRON2 + " (no compiled ops)"
@@ -278,6 +348,9 @@ def main():
     with open(stamp_path, "w") as f:
         json.dump(expected, f)
     log("environment ready: torch, detectron2 = %s" % versions)
+    probes = probe(venv_python, "from libra_d2.utils.compat import feature_report as r; "
+                                "print(', '.join('%s=%s' % kv for kv in r().items()))")
+    log("libra_d2 feature probes: %s" % probes)
     return 0
 
 

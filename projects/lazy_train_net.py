@@ -25,6 +25,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from libra_d2.engine import ExactResume, LibraTrainLoop, ProgressBar, check_datasets, launch_from_args
+from libra_d2.engine.rank_consistency import RankConsistencyCheck
 from libra_d2.engine.gradient_annealing import gradient_annealing_from_train_cfg
 from libra_d2.engine.loce import loce_freeze_from_train_cfg, loce_hooks_from_train_cfg
 from libra_d2.engine.train_loop import capture_rng_state, restore_rng_state
@@ -73,6 +74,7 @@ def do_train(args, cfg):
             gradient_annealing_from_train_cfg(cfg.train),  # RGA: None unless train.rga.enabled
             *_loce_hooks(cfg),  # LOCE: [] unless train.loce
             ExactResume(getattr(train_loader, "resumable_sampler", None), images_per_process),
+            RankConsistencyCheck(cfg.train.checkpointer.period) if comm.get_world_size() > 1 else None,
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
             if comm.is_main_process()
             else None,

@@ -12,6 +12,17 @@ TINY_INPUT = [
 ]
 
 
+def pytest_report_header(config):
+    """Which Detectron2 this run tests, and which of libra_d2's feature probes are live in it."""
+    import detectron2
+
+    from libra_d2.utils.compat import feature_report
+
+    live = ", ".join("{}={}".format(k, v) for k, v in feature_report().items())
+    return ["detectron2: {} ({})".format(detectron2.__version__, os.path.dirname(detectron2.__file__)),
+            "libra_d2 feature probes: " + live]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
     """Unit tests use tiny tensors: intra-op threads only add overhead, and thrash when other jobs

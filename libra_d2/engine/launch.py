@@ -1,8 +1,16 @@
 """Start one or many training processes on CPUs or GPUs, on one or many machines.
 
-On machines with CUDA this is Detectron2's own ``launch`` (NCCL). Without CUDA, Detectron2 0.6's
-``launch`` refuses to run (it asserts CUDA), so the processes are started here and talk over gloo;
-``--num-gpus N`` then means N CPU processes per machine.
+The processes are started the way Detectron2's ``launch`` starts them (spawned, one per GPU, a
+per-machine process group for ``comm.get_local_rank()``), with three differences:
+
+* Without CUDA they run on CPUs and talk over gloo (Detectron2 0.6's ``launch`` asserts CUDA);
+  ``--num-gpus N`` then means N CPU processes per machine, each with its share of the cores.
+* On one machine, the rendezvous port is bound by this (parent) process and held until the workers
+  end: two runs started at once can never pick the same port. Detectron2 picks a free port and
+  releases it before the workers bind it, and its argument parser's default ``--dist-url`` is one
+  fixed port per user, so two concurrent runs collide (``EADDRINUSE``).
+* ``init_single_process_group`` forms a process group even for one process (the GPU check uses it
+  to run the methods' all-reduces through NCCL on one GPU).
 """
 import logging
 import os
@@ -11,7 +19,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from detectron2.engine import launch as d2_launch
+from detectron2.engine import default_argument_parser
 from detectron2.utils import comm
 
 from ..utils.compat import create_local_process_group
@@ -19,15 +27,8 @@ from ..utils.compat import create_local_process_group
 __all__ = ["launch", "launch_from_args", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
+LOCALHOST = "127.0.0.1"
 logger = logging.getLogger(__name__)
-
-
-def _find_free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch(
@@ -39,35 +40,54 @@ def launch(
     args=(),
     timeout=DEFAULT_TIMEOUT,
     use_cuda: bool = None,
+    init_single_process_group: bool = False,
 ):
     """Run ``main_func(*args)`` in ``num_machines * num_gpus_per_machine`` processes.
 
     Args:
         num_gpus_per_machine: processes per machine (GPUs, or CPU processes without CUDA).
-        dist_url: "auto" for a free local port (single machine), else e.g. "tcp://host:port".
-        use_cuda: force the choice of backend; default: CUDA when available.
+        dist_url: "auto" (or None) for a port on this machine chosen without a race (single
+            machine only), else e.g. "tcp://host:port", the same on every machine.
+        use_cuda: force the choice of device and backend (NCCL on CUDA, gloo on CPU); default:
+            CUDA when available.
+        init_single_process_group: start a process (and a process group) even when the world has
+            a single process; by default it runs ``main_func`` in this process without one.
     """
     if use_cuda is None:
         use_cuda = torch.cuda.is_available()
-    if use_cuda:
-        return d2_launch(
-            main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url, args=args,
-            timeout=timeout,
-        )
     world_size = num_machines * num_gpus_per_machine
-    if world_size <= 1:
+    if world_size <= 1 and not init_single_process_group:
         return main_func(*args)
+    if use_cuda and num_gpus_per_machine > torch.cuda.device_count():
+        raise ValueError("--num-gpus {} but this machine has {} CUDA devices".format(
+            num_gpus_per_machine, torch.cuda.device_count()))
+    store = None
     if dist_url in (None, "auto"):
         if num_machines != 1:
             raise ValueError("dist_url='auto' cannot be used with several machines: give tcp://host:port")
-        dist_url = "tcp://127.0.0.1:{}".format(_find_free_port())
+        # Port 0: the OS picks a free port, and this process keeps it bound for the whole run.
+        store = dist.TCPStore(LOCALHOST, 0, is_master=True, wait_for_workers=False, timeout=timeout)
+        rendezvous = ("store", LOCALHOST, store.port)
+        logger.info("Process group rendezvous on %s:%d (held by the launcher)", LOCALHOST, store.port)
+    else:
+        rendezvous = ("url", dist_url)
     mp.start_processes(
-        _cpu_worker,
+        _worker,
         nprocs=num_gpus_per_machine,
-        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
+        args=(main_func, world_size, num_gpus_per_machine, machine_rank, rendezvous, args, timeout,
+              use_cuda),
         daemon=False,
         start_method="spawn",
     )
+    del store  # released only now that every worker has ended
+
+
+def single_machine_dist_url(args):
+    """``args.dist_url``, with the argument parser's fixed per-user default replaced by "auto" on a
+    single machine (an explicit ``--dist-url`` is kept)."""
+    if args.num_machines == 1 and args.dist_url == default_argument_parser().get_default("dist_url"):
+        return "auto"
+    return args.dist_url
 
 
 def launch_from_args(main_func, args):
@@ -78,19 +98,28 @@ def launch_from_args(main_func, args):
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
+        dist_url=single_machine_dist_url(args),
         args=(args,),
     )
 
 
-def _cpu_worker(local_rank, main_func, world_size, per_machine, machine_rank, dist_url, args, timeout):
+def _worker(local_rank, main_func, world_size, per_machine, machine_rank, rendezvous, args, timeout,
+            use_cuda):
     global_rank = machine_rank * per_machine + local_rank
-    # Share the machine's cores between its processes instead of oversubscribing them.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_machine))
-    dist.init_process_group(
-        backend="gloo", init_method=dist_url, world_size=world_size, rank=global_rank,
-        timeout=timeout,
-    )
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    else:
+        # Share the machine's cores between its processes instead of oversubscribing them.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_machine))
+    backend = "nccl" if use_cuda else "gloo"
+    if rendezvous[0] == "store":
+        _, host, port = rendezvous
+        store = dist.TCPStore(host, port, is_master=False, timeout=timeout)
+        dist.init_process_group(backend=backend, store=store, world_size=world_size,
+                                rank=global_rank, timeout=timeout)
+    else:
+        dist.init_process_group(backend=backend, init_method=rendezvous[1], world_size=world_size,
+                                rank=global_rank, timeout=timeout)
     create_local_process_group(per_machine)
     comm.synchronize()
     try:

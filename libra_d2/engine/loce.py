@@ -165,11 +165,11 @@ def prefill_feature_memory(model, records, mapper, batch_size: int = 8, log_ever
             if now - last >= log_every_s or done == len(records):
                 last = now
                 logger.info("LOCE memory pre-fill: %d/%d images, %d rows pushed, %d/%d classes "
-                            "stored, %.0f s", done, len(records), pushed,
+                            "stored, %.0f s", done, len(records), int(pushed),
                             int(heads.memory.available().sum()), heads.memory.num_classes, now - t0)
     finally:
         m.train(was_training)
-    return pushed
+    return int(pushed)
 
 
 class FeatureMemoryHook(HookBase):

@@ -1,9 +1,11 @@
-"""The training step: Detectron2's SimpleTrainer (+ optional AMP) with two additions every libra_d2
-trainer needs.
+"""The training step: Detectron2's SimpleTrainer (+ optional AMP) with three additions every
+libra_d2 trainer needs.
 
 * Hooks get ``after_backward()`` between ``backward()`` and ``optimizer.step()`` (gradients are
   unscaled first under AMP) on every Detectron2 version (0.6 has no such hook point). Gradient
   annealing and other gradient surgery live there.
+* The statistics that the methods log from the forward pass (``put_scalar_deferred``) are written
+  right after the losses, so that logging adds no host synchronisation inside the step.
 * The data-loader iterator is created on first use without touching the global RNG, so a resumed
   run can set its data position and RNG state before the first batch is drawn (exact resume).
 """
@@ -14,6 +16,8 @@ import time
 import numpy as np
 import torch
 from detectron2.engine import SimpleTrainer
+
+from ..utils.events import flush_deferred_scalars
 
 __all__ = ["LibraTrainLoop", "capture_rng_state", "restore_rng_state", "preserved_torch_rng"]
 
@@ -127,6 +131,9 @@ class LibraTrainLoop(SimpleTrainer):
         self.after_backward()
 
         self._write_metrics(loss_dict, data_time)
+        # The statistics the methods logged during the forward pass, read back here where the
+        # losses already were (one transfer, no stall inside the forward pass).
+        flush_deferred_scalars()
 
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)

@@ -12,6 +12,7 @@ from ..evaluation import build_evaluator
 from ..modeling.freeze import freeze_from_cfg
 from ..utils.compat import DEFAULT_TRAINER_CHECKPOINTS_OPTIMIZER, create_ddp_model
 from .hooks import ExactResume, ProgressBar, build_method_hooks
+from .rank_consistency import RankConsistencyCheck
 from .train_loop import LibraTrainLoop, capture_rng_state, restore_rng_state
 
 __all__ = ["LibraTrainer"]
@@ -25,6 +26,7 @@ class LibraTrainer(DefaultTrainer):
     * evaluators chosen from the dataset's ``evaluator_type`` (COCO, LVIS, Pascal VOC);
     * repeat-factor sampling through Detectron2's ``DATALOADER.SAMPLER_TRAIN``;
     * DDP on CPU (gloo) as well as GPU, and exact ``--resume`` (see :class:`ExactResume`);
+    * a check that all ranks hold the same model (:class:`RankConsistencyCheck`);
     * ``after_backward`` hooks on every Detectron2 version (see :class:`LibraTrainLoop`);
     * evaluation that never disturbs the training RNG streams;
     * frozen modules for decoupled fine-tuning (``MODEL.LOCE.FINETUNE`` / ``FREEZE``).
@@ -55,11 +57,17 @@ class LibraTrainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     def build_hooks(self):
-        """Detectron2's hooks, the methods' hooks (``TRAINER_HOOK_REGISTRY``) right after the LR
-        scheduler, exact resume before the checkpointer, a progress bar before the writers."""
+        """Detectron2's hooks, the methods' hooks (``TRAINER_HOOK_REGISTRY``) and, with several
+        processes, the rank-consistency check right after the LR scheduler, exact resume before the
+        checkpointer, a progress bar before the writers."""
         ret = super().build_hooks()
         lr_idx = next(i for i, h in enumerate(ret) if isinstance(h, hooks.LRScheduler))
-        ret[lr_idx + 1:lr_idx + 1] = build_method_hooks(self)
+        method_hooks = build_method_hooks(self)
+        if comm.get_world_size() > 1:
+            # At the same place on every rank (it is a collective; the checkpointer and writers
+            # exist on rank 0 only), after the methods' updates and before rank 0 saves.
+            method_hooks.append(RankConsistencyCheck(self.cfg.SOLVER.CHECKPOINT_PERIOD))
+        ret[lr_idx + 1:lr_idx + 1] = method_hooks
         images_per_process = self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
         # The resume hook must capture the RNG state before anything after it may draw from it.
         ckpt_idx = next(

@@ -329,7 +329,11 @@ class MeanClassScore(ClassStatistics):
             raise ValueError(f"{class_indices.numel()} class indices for {values.numel()} values")
         device = self.score.device
         index = class_indices.to(device=device, dtype=torch.long)
-        if index.numel() > 0 and bool(((index < 0) | (index > self.num_classes)).any()):
+        # Checked where it is free; on an accelerator the check would read back to the host every
+        # step, and index_add_ below asserts the range on the device anyway.
+        if index.device.type == "cpu" and index.numel() > 0 and bool(
+            ((index < 0) | (index > self.num_classes)).any()
+        ):
             raise ValueError(f"class indices must lie in [0, {self.num_classes}]")
         stats = torch.zeros(2, self.num_classes + 1, dtype=torch.float32, device=device)
         stats[0].index_add_(0, index, torch.ones(index.numel(), dtype=torch.float32, device=device))

@@ -61,11 +61,30 @@ def _default_trainer_checkpoints_optimizer() -> bool:
 DEFAULT_TRAINER_CHECKPOINTS_OPTIMIZER = _default_trainer_checkpoints_optimizer()
 
 
-def create_ddp_model(model, *, fp16_compression=False, **kwargs):
-    """Detectron2's ``create_ddp_model`` that also works for CPU modules.
+def _ddp_has_forward_sync_buffers() -> bool:
+    from torch.nn.parallel import DistributedDataParallel
 
-    Both Detectron2 versions pass ``device_ids=[local_rank]``, which DDP rejects for a module whose
-    parameters are on the CPU; there ``device_ids`` must be None.
+    return "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+
+
+#: ``DistributedDataParallel(forward_sync_buffers=...)`` exists (torch >= 2.13), and
+#: ``broadcast_buffers`` is deprecated there with a changed meaning (see :func:`create_ddp_model`).
+DDP_HAS_FORWARD_SYNC_BUFFERS = _ddp_has_forward_sync_buffers()
+
+
+def create_ddp_model(model, *, fp16_compression=False, **kwargs):
+    """Detectron2's ``create_ddp_model`` that also works for CPU modules and current torch.
+
+    * Both Detectron2 versions pass ``device_ids=[local_rank]``, which DDP rejects for a module
+      whose parameters are on the CPU; there ``device_ids`` must be None.
+    * ``broadcast_buffers`` (Detectron2 passes ``False``: no buffer broadcast at each forward) is
+      deprecated in current torch and warns at every start. Where torch has its replacement,
+      ``broadcast_buffers=B`` is passed as ``forward_sync_buffers=B``. The one difference: with it,
+      buffers (BatchNorm statistics and the methods' statistics) are broadcast from rank 0 once,
+      when DDP is built. Every rank has initialised or loaded the same values by then, so this
+      only guarantees what the methods already assume (checked during training by
+      :class:`~libra_d2.engine.rank_consistency.RankConsistencyCheck`); per-forward behaviour is
+      unchanged.
     """
     if comm.get_world_size() == 1:
         return model
@@ -73,6 +92,8 @@ def create_ddp_model(model, *, fp16_compression=False, **kwargs):
 
     on_cuda = next(model.parameters()).is_cuda
     kwargs.setdefault("device_ids", [comm.get_local_rank()] if on_cuda else None)
+    if DDP_HAS_FORWARD_SYNC_BUFFERS and "broadcast_buffers" in kwargs:
+        kwargs.setdefault("forward_sync_buffers", kwargs.pop("broadcast_buffers"))
     ddp = DistributedDataParallel(model, **kwargs)
     if fp16_compression and on_cuda:
         from torch.distributed.algorithms.ddp_comm_hooks import default as comm_hooks
@@ -135,3 +156,9 @@ def retinanet_head_norm(norm):
         return get_norm(norm, 32 if channels == 1 else channels)
 
     return build
+
+
+def feature_report():
+    """Every feature probe of this module and its value here, by name (for logs and test headers:
+    which Detectron2 / torch code paths this environment takes)."""
+    return {k: v for k, v in sorted(globals().items()) if k.isupper() and isinstance(v, bool)}

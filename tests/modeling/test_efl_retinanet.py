@@ -23,6 +23,7 @@ from libra_d2.modeling.matcher import MATCHER_REGISTRY, build_matcher
 from libra_d2.modeling.meta_arch import EFLRetinaNet
 from libra_d2.modeling.meta_arch import efl_retinanet as efl_module
 from libra_d2.modeling.meta_arch.efl_retinanet import EFLClassificationLoss
+from libra_d2.utils.events import flush_deferred_scalars
 from tiny_models import cfg_from, dense_case, fixed_batched_inputs as batched_inputs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,6 +37,7 @@ def train_losses(model, inputs, it=0):
     torch.manual_seed(0)
     with EventStorage(it) as storage:
         losses = model(inputs)
+        flush_deferred_scalars(storage)
         scalars = {k: v[0] for k, v in storage.latest().items()}
     return losses, scalars
 

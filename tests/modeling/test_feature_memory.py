@@ -264,7 +264,8 @@ def test_device_and_dtype_arguments_cpu():
     assert f.dtype == torch.float64 and t.dtype == torch.float32 and lab.dtype == torch.long
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run by dev/gpu_check.sh)")
+@pytest.mark.cuda
 def test_device_placement_cuda():
     mem = FeatureMemory(num_classes=2, queue_size=3, feature_shape=FS, device="cpu")
     feats, tgts = _items([1, 2])

@@ -1,7 +1,6 @@
 """LibraRetinaNet: exactly Detectron2's RetinaNet with a Detectron2 box loss type; Balanced L1 /
 LGR-L1 when selected; config reading; the tiny Libra RetinaNet config trains end to end."""
 import os
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from detectron2.utils.events import EventStorage
 from libra_d2.layers.balanced_l1 import balanced_l1_loss
 from libra_d2.layers.gradient_reweighting import lgr_l1_loss
 from libra_d2.modeling.meta_arch import LibraRetinaNet
+from libra_d2.utils.events import flush_deferred_scalars
 from tiny_models import cfg_from, dense_case, fixed_batched_inputs as batched_inputs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -22,6 +22,7 @@ def train_losses(model, inputs):
     torch.manual_seed(0)
     with EventStorage() as storage:
         losses = model(inputs)
+        flush_deferred_scalars(storage)
         scalars = {k: v[0] for k, v in storage.latest().items()}
     return losses, scalars
 
@@ -89,13 +90,6 @@ def test_libra_box_loss_used_when_selected(loss_type, fn):
     torch.testing.assert_close(libra["loss_box_reg"], hand / normalizer)
     assert torch.equal(libra["loss_cls"], smooth["loss_cls"])  # everything else is RetinaNet's
     assert not torch.allclose(libra["loss_box_reg"], smooth["loss_box_reg"])
-
-
-def test_legacy_loss_normalizer_layout():
-    """Without ``_ema_update`` (older RetinaNet layout) the attributes are updated the same way."""
-    legacy = SimpleNamespace(loss_normalizer=100.0, loss_normalizer_momentum=0.9)
-    assert LibraRetinaNet._update_loss_normalizer(legacy, 10) == pytest.approx(91.0)
-    assert LibraRetinaNet._update_loss_normalizer(legacy, 0) == pytest.approx(0.9 * 91.0 + 0.1)
 
 
 # ----------------------------------------------------------------------------- end to end

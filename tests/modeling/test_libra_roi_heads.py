@@ -15,6 +15,7 @@ from libra_d2.layers.balanced_l1 import balanced_l1_loss
 from libra_d2.layers.class_reweighting import bcr_sigmoid_ce_loss
 from libra_d2.layers.gradient_reweighting import lgr_cross_entropy
 from libra_d2.modeling.roi_heads import LibraFastRCNNOutputLayers, LibraROIHeads
+from libra_d2.utils.events import flush_deferred_scalars
 from tiny_models import random_batched_inputs as batched_inputs, tiny_cfg
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -24,6 +25,7 @@ def losses_of(model, inputs, seed=123):
     torch.manual_seed(seed)
     with EventStorage() as storage:
         losses = model(inputs)
+        flush_deferred_scalars(storage)
     return losses, storage
 
 

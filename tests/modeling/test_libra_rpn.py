@@ -18,6 +18,7 @@ from libra_d2.layers.balanced_l1 import balanced_l1_loss
 from libra_d2.modeling.matcher import MaxIoUMatcher
 from libra_d2.modeling.proposal_generator import LibraRPN
 from libra_d2.modeling.sampling import LibraSamplingConfig
+from libra_d2.utils.events import flush_deferred_scalars
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STRIDES = {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
@@ -67,6 +68,7 @@ def run(model, images, feats, gt, seed=0):
     torch.manual_seed(seed)
     with EventStorage() as storage:
         proposals, losses = model(images, feats, gt)
+        flush_deferred_scalars(storage)
         scalars = {k: v[0] for k, v in storage.latest().items()}
     return proposals, losses, scalars
 

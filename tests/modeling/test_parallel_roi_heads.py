@@ -15,6 +15,7 @@ from detectron2.utils.events import EventStorage
 
 import libra_d2
 from libra_d2.modeling.roi_heads import LibraROIHeads, ParallelROIHeads
+from libra_d2.utils.events import flush_deferred_scalars
 from tiny_models import random_batched_inputs as batched_inputs, tiny_cfg
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -30,6 +31,7 @@ def losses_of(model, inputs, seed=123):
     torch.manual_seed(seed)
     with EventStorage() as storage:
         losses = model(inputs)
+        flush_deferred_scalars(storage)
     return losses, storage
 
 
@@ -158,6 +160,7 @@ def test_each_module_samples_with_its_own_positive_fraction(nested):
     proposals, targets = _near_and_far_proposals(g)
     with EventStorage() as storage:
         per_head = heads.label_and_sample_proposals_per_head(proposals, targets)
+        flush_deferred_scalars(storage)
     batch = 128  # BATCH_SIZE_PER_IMAGE of the tiny config
     for k, fraction in enumerate((0.5, 0.1)):
         for sampled in per_head[k]:

@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from ...data.class_frequency import training_frequency_groups
 from ...utils.compat import retinanet_head_norm
+from ...utils.events import put_scalar_deferred
 from ...layers.equalized_focal_loss import EqualizedFocalLoss
 from ..atss_matcher import ATSSMatcher
 from ..class_statistics import all_reduce_sum, get_world_size, log_to_storage
@@ -285,15 +286,15 @@ class EFLRetinaNet(LibraRetinaNet):
             anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, pred_iou=pred_iou
         )
 
-    def _loss_normalizer(self, num_pos_anchors: int, device) -> float:
+    def _loss_normalizer(self, num_pos_anchors: torch.Tensor) -> torch.Tensor:
+        """The classification and box losses' divisor, a tensor (no host synchronisation)."""
         if self.loss_normalizer_type == "ema":
             return self._update_loss_normalizer(num_pos_anchors)
+        total = num_pos_anchors.double().reshape(1)
         world_size = get_world_size()
-        if world_size == 1:
-            return float(max(num_pos_anchors, 1))
-        total = torch.tensor([float(num_pos_anchors)], dtype=torch.float32, device=device)
-        all_reduce_sum(total)
-        return max(float(total.item()) / world_size, 1.0)
+        if world_size > 1:
+            all_reduce_sum(total)
+        return (total[0] / world_size).clamp(min=1.0).float()
 
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, pred_iou=None):
         """RetinaNet's ``losses`` (same arguments) with EFL as the classification loss.
@@ -307,9 +308,9 @@ class EFLRetinaNet(LibraRetinaNet):
         gt_labels = torch.stack(gt_labels)  # (N, R)
         valid_mask = gt_labels >= 0
         pos_mask = valid_mask & (gt_labels != self.num_classes)
-        num_pos_anchors = pos_mask.sum().item()
-        get_event_storage().put_scalar("num_pos_anchors", num_pos_anchors / num_images)
-        normalizer = self._loss_normalizer(num_pos_anchors, gt_labels.device)
+        num_pos_anchors = pos_mask.sum()
+        put_scalar_deferred("num_pos_anchors", num_pos_anchors / num_images)
+        normalizer = self._loss_normalizer(num_pos_anchors)
 
         # no loss for the last (background) column
         gt_labels_target = F.one_hot(gt_labels[valid_mask], num_classes=self.num_classes + 1)[:, :-1]

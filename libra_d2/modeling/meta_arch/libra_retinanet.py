@@ -18,9 +18,9 @@ from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling.meta_arch.build import META_ARCH_REGISTRY
 from detectron2.modeling.meta_arch.retinanet import RetinaNet
-from detectron2.utils.events import get_event_storage
 from fvcore.nn import sigmoid_focal_loss_jit
 
+from ...utils.events import put_scalar_deferred
 from ..box_regression import DEFAULT_BALANCED_L1, balanced_l1_params, dense_box_regression_loss
 
 __all__ = ["LibraRetinaNet"]
@@ -47,18 +47,15 @@ class LibraRetinaNet(RetinaNet):
         ret["balanced_l1"] = balanced_l1_params(cfg.MODEL.RETINANET.get("BALANCED_L1"))
         return ret
 
-    def _update_loss_normalizer(self, num_pos_anchors: int) -> float:
-        """RetinaNet's EMA of the number of positive anchors (the loss normaliser), updated.
+    def _update_loss_normalizer(self, num_pos_anchors: torch.Tensor) -> torch.Tensor:
+        """RetinaNet's EMA of the number of positive anchors (the loss normaliser), updated with
+        Detectron2's ``DenseDetector._ema_update`` (same start and momentum as ``RetinaNet``).
 
-        Detectron2 0.6 and main keep it with ``DenseDetector._ema_update``; older layouts kept
-        ``loss_normalizer`` / ``loss_normalizer_momentum`` attributes on the model.
-        """
-        value = max(num_pos_anchors, 1)
-        if hasattr(self, "_ema_update"):
-            return self._ema_update("loss_normalizer", value, 100)
-        m = self.loss_normalizer_momentum
-        self.loss_normalizer = m * self.loss_normalizer + (1 - m) * value
-        return self.loss_normalizer
+        ``num_pos_anchors`` stays a tensor (no host synchronisation). The EMA is kept in float64,
+        as Detectron2's Python-float EMA is, and returned in float32, the precision in which a
+        float32 loss is divided by a Python float."""
+        value = num_pos_anchors.clamp(min=1).double()
+        return self._ema_update("loss_normalizer", value, 100).float()
 
     def box_regression_loss(self, anchors, pred_anchor_deltas, gt_boxes, pos_mask):
         """The summed box loss over the positive anchors (``BBOX_REG_LOSS_TYPE``, Balanced L1
@@ -86,8 +83,8 @@ class LibraRetinaNet(RetinaNet):
 
         valid_mask = gt_labels >= 0
         pos_mask = (gt_labels >= 0) & (gt_labels != self.num_classes)
-        num_pos_anchors = pos_mask.sum().item()
-        get_event_storage().put_scalar("num_pos_anchors", num_pos_anchors / num_images)
+        num_pos_anchors = pos_mask.sum()
+        put_scalar_deferred("num_pos_anchors", num_pos_anchors / num_images)
         normalizer = self._update_loss_normalizer(num_pos_anchors)
 
         # no loss for the last (background) column

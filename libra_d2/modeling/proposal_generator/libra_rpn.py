@@ -31,9 +31,9 @@ from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling.proposal_generator.build import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.proposal_generator.rpn import RPN
 from detectron2.structures import Boxes, Instances, pairwise_iou
-from detectron2.utils.events import get_event_storage
 from detectron2.utils.memory import retry_if_cuda_oom
 
+from ...utils.events import put_scalar_deferred
 from ..box_regression import DEFAULT_BALANCED_L1, balanced_l1_params, dense_box_regression_loss
 from ..matcher import MatchResult, MaxIoUMatcher
 from ..sampling import LibraSamplingConfig, sampling_config_from_cfg
@@ -158,9 +158,8 @@ class LibraRPN(RPN):
         gt_labels = torch.stack(gt_labels)  # (N, sum(Hi*Wi*Ai))
 
         pos_mask = gt_labels == 1
-        storage = get_event_storage()
-        storage.put_scalar("rpn/num_pos_anchors", pos_mask.sum().item() / num_images)
-        storage.put_scalar("rpn/num_neg_anchors", (gt_labels == 0).sum().item() / num_images)
+        put_scalar_deferred("rpn/num_pos_anchors", pos_mask.sum() / num_images)
+        put_scalar_deferred("rpn/num_neg_anchors", (gt_labels == 0).sum() / num_images)
 
         localization_loss = dense_box_regression_loss(
             anchors,

@@ -1,14 +1,13 @@
 """``LibraROIHeads``: Detectron2's ``StandardROIHeads`` with Libra R-CNN's sample-level balance
 (IoU-balanced negatives; instance- or class-balanced positives) and its box predictor
 (:class:`LibraFastRCNNOutputLayers`). Masks work as in ``StandardROIHeads`` (Libra Mask R-CNN)."""
-import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import pairwise_iou
-from detectron2.utils.events import get_event_storage
 
+from ...utils.events import put_scalar_deferred
 from ..matcher import build_matcher
 from ..sampling import LibraSamplingConfig, sampling_config_from_cfg
 from .fast_rcnn import LibraFastRCNNOutputLayers
@@ -103,17 +102,16 @@ class LibraROIHeads(StandardROIHeads):
             proposals_per_image = self._sampled_instances(
                 proposals_per_image, targets_per_image, matched_idxs, sampled_idxs, gt_classes
             )
-            num_bg.append((gt_classes == self.num_classes).sum().item())
+            num_bg.append((gt_classes == self.num_classes).sum())
             num_fg.append(gt_classes.numel() - num_bg[-1])
             neg_ious.append(bg_ious)
             proposals_with_gt.append(proposals_per_image)
 
-        storage = get_event_storage()
-        storage.put_scalar("roi_head/num_fg_samples", np.mean(num_fg))
-        storage.put_scalar("roi_head/num_bg_samples", np.mean(num_bg))
+        put_scalar_deferred("roi_head/num_fg_samples", torch.stack(num_fg).float().mean())
+        put_scalar_deferred("roi_head/num_bg_samples", torch.stack(num_bg).float().mean())
         neg_ious = torch.cat(neg_ious)
         if neg_ious.numel():
-            storage.put_scalar(
-                "roi_head/hard_neg_fraction", (neg_ious > HARD_NEGATIVE_IOU).float().mean().item()
+            put_scalar_deferred(
+                "roi_head/hard_neg_fraction", (neg_ious > HARD_NEGATIVE_IOU).float().mean()
             )
         return proposals_with_gt

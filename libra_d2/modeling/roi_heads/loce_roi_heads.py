@@ -139,19 +139,19 @@ class LOCEFastRCNNOutputLayers(LibraFastRCNNOutputLayers):
         if num_props:
             gt_classes = cat([p.gt_classes for p in proposals], dim=0)
             fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
-            if bool(fg.any()):
-                if not all(p.has(GT_INDEX_FIELD) for p in proposals):
-                    raise ValueError("LOCE mean scores need the proposals' '{}' field (set by "
-                                     "LOCEROIHeads.label_and_sample_proposals)".format(GT_INDEX_FIELD))
-                gt_index = cat([p.get(GT_INDEX_FIELD) for p in proposals], dim=0).long()
-                image = cat([torch.full((len(p),), i, dtype=torch.long, device=gt_index.device)
-                             for i, p in enumerate(proposals)], dim=0)
-                instance = image * (int(gt_index.max()) + 1) + gt_index
-                cls_fg = gt_classes[fg]
-                c, v = MeanClassScore.entries_by_instance(
-                    cls_fg, probs[:num_props][fg, cls_fg], instance[fg])
-                classes.append(c)
-                values.append(v)
+            if not all(p.has(GT_INDEX_FIELD) for p in proposals):
+                raise ValueError("LOCE mean scores need the proposals' '{}' field (set by "
+                                 "LOCEROIHeads.label_and_sample_proposals)".format(GT_INDEX_FIELD))
+            gt_index = cat([p.get(GT_INDEX_FIELD) for p in proposals], dim=0).long()
+            image = cat([torch.full((len(p),), i, dtype=torch.long, device=gt_index.device)
+                         for i, p in enumerate(proposals)], dim=0)
+            # (a tensor stride: no host read-back of the largest GT index)
+            instance = image * (gt_index.max() + 1) + gt_index
+            cls_fg = gt_classes[fg]
+            c, v = MeanClassScore.entries_by_instance(
+                cls_fg, probs[:num_props][fg, cls_fg], instance[fg])
+            classes.append(c)
+            values.append(v)
         if memory is not None and memory.num_rows:
             labels = memory.labels.long()
             rows = probs[num_props:num_props + memory.num_rows]
@@ -300,15 +300,15 @@ class LOCEROIHeads(LibraROIHeads):
         return pooled, cat(deltas, dim=0), cat(labels, dim=0)
 
     @torch.no_grad()
-    def push_to_memory(self, features, targets) -> int:
+    def push_to_memory(self, features, targets):
         """Push the pooled jittered GT boxes of ``targets`` into the attached memory; returns the
-        number of rows pushed (0 without a memory)."""
+        number of rows pushed (a tensor, not read back to the host; 0 without a memory)."""
         if self.memory is None or targets is None:
             return 0
         pooled, deltas, labels = self.pool_jittered_gt(features, targets)
         keep = (labels >= 0) & (labels < self.num_classes)
         self.memory.push(pooled[keep], deltas[keep], labels[keep])
-        return int(keep.sum())
+        return keep.sum()
 
     # -- forward ---------------------------------------------------------------------------------
     @staticmethod

@@ -54,6 +54,7 @@ from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
+from ...utils.events import put_scalar_deferred
 from .libra_roi_heads import HARD_NEGATIVE_IOU, LibraROIHeads
 
 __all__ = ["ParallelROIHeads"]
@@ -252,7 +253,7 @@ class ParallelROIHeads(LibraROIHeads):
                 sampled = self._sampled_instances(
                     proposals_per_image, targets_per_image, matched_idxs, sampled_idxs, gt_classes
                 )
-                num_bg[k].append((gt_classes == self.num_classes).sum().item())
+                num_bg[k].append((gt_classes == self.num_classes).sum())
                 num_fg[k].append(gt_classes.numel() - num_bg[k][-1])
                 neg_ious[k].append(bg_ious)
                 out[k].append(sampled)
@@ -264,21 +265,22 @@ class ParallelROIHeads(LibraROIHeads):
                 rows[k].append(part + offset)
             offset += union_idxs.numel()
 
-        storage = get_event_storage()
         r = self.regression_head
         # The single-head names carry the regression head's numbers (one head: LibraROIHeads').
-        storage.put_scalar("roi_head/num_fg_samples", np.mean(num_fg[r]))
-        storage.put_scalar("roi_head/num_bg_samples", np.mean(num_bg[r]))
+        put_scalar_deferred("roi_head/num_fg_samples", torch.stack(num_fg[r]).float().mean())
+        put_scalar_deferred("roi_head/num_bg_samples", torch.stack(num_bg[r]).float().mean())
         ious = torch.cat(neg_ious[r])
         if ious.numel():
-            storage.put_scalar(
-                "roi_head/hard_neg_fraction", (ious > HARD_NEGATIVE_IOU).float().mean().item()
+            put_scalar_deferred(
+                "roi_head/hard_neg_fraction", (ious > HARD_NEGATIVE_IOU).float().mean()
             )
         for k in range(n):
-            storage.put_scalar("prm/num_fg_samples_h{}".format(k), np.mean(num_fg[k]))
-            storage.put_scalar("prm/num_bg_samples_h{}".format(k), np.mean(num_bg[k]))
+            put_scalar_deferred("prm/num_fg_samples_h{}".format(k),
+                                torch.stack(num_fg[k]).float().mean())
+            put_scalar_deferred("prm/num_bg_samples_h{}".format(k),
+                                torch.stack(num_bg[k]).float().mean())
         if n > 1:
-            storage.put_scalar("prm/pooled_rois_per_image", offset / max(len(union), 1))
+            get_event_storage().put_scalar("prm/pooled_rois_per_image", offset / max(len(union), 1))
         return out, union, [torch.cat(r) for r in rows]
 
     def label_and_sample_proposals_per_head(
