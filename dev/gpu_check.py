@@ -36,7 +36,8 @@ TRAININGS = [
     ("RGA + PRM", TINY + "faster_rcnn_R_18_FPN_tiny_rga_prm.yaml", []),
     ("EFL RetinaNet", TINY + "efl_retinanet_R_18_FPN_tiny.yaml", []),
     ("LOCE stage 1", TINY + "loce_faster_rcnn_R_18_FPN_tiny_stage1.yaml", []),
-    ("LOCE stage 2", TINY + "loce_faster_rcnn_R_18_FPN_tiny_stage2.yaml", ["@weights:LOCE stage 1"]),
+    ("LOCE stage 2", TINY + "loce_faster_rcnn_R_18_FPN_tiny_stage2.yaml",
+     ["@weights:LOCE stage 1"]),
 ]
 BENCHMARKS = [
     ["dev/benchmark_libra_rcnn.py", "--rounds", "3", "--steps", "5"],
@@ -150,7 +151,8 @@ def host_syncs(args, out, name, config):
     ours = {k: v for k, v in places.items() if k.startswith("libra_d2")}
     with open(os.path.join(out, "syncs_{}.json".format(name.replace(" ", "_"))), "w") as f:
         json.dump(places, f, indent=1, sort_keys=True)
-    top = ", ".join("{} x{}".format(k, v) for k, v in sorted(ours.items(), key=lambda kv: -kv[1])[:4])
+    busiest = sorted(ours.items(), key=lambda kv: -kv[1])[:4]
+    top = ", ".join("{} x{}".format(k, v) for k, v in busiest)
     return {"step": "host syncs per step: " + name, "ok": True, "seconds": time.perf_counter() - t0,
             "detail": "{} in all, {} in libra_d2{}".format(total, sum(ours.values()),
                                                            " ({})".format(top) if top else "")}

@@ -155,4 +155,10 @@ def add_libra_config(cfg):
     # (0: no pre-fill), run through the backbone in batches of PREFILL_BATCH_SIZE.
     _C.MODEL.LOCE.MFS.PREFILL_IMAGES_PER_CLASS = 5
     _C.MODEL.LOCE.MFS.PREFILL_BATCH_SIZE = 8
+
+    # --- Training data (libra_d2/data/dataset_check.py, checked before training starts) ---
+    # Boxes with zero or negative width / height and boxes reaching outside the image: "clip"
+    # (clip to the image, drop those left empty: Detectron2's mapper, now reported), "drop" (drop
+    # every such box), "error" (refuse to train).
+    _C.DATALOADER.BAD_BOXES = "clip"
     return cfg

@@ -17,13 +17,13 @@ import logging
 import os
 
 import libra_d2  # noqa: F401  (first: registers every component, quiets import warnings)
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import default_argument_parser, default_setup, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from libra_d2.checkpoint import SafeCheckpointer
 from libra_d2.engine import ExactResume, LibraTrainLoop, ProgressBar, check_datasets, launch_from_args
 from libra_d2.engine.rank_consistency import RankConsistencyCheck
 from libra_d2.engine.gradient_annealing import gradient_annealing_from_train_cfg
@@ -65,7 +65,8 @@ def do_train(args, cfg):
     train_loader = instantiate(cfg.dataloader.train)
     model = create_ddp_model(model, **cfg.train.ddp)
     trainer = LibraTrainLoop(model, train_loader, optim, amp=cfg.train.amp.enabled)
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = SafeCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    trainer.checkpointer = checkpointer  # divergence: tags the checkpoint --resume will use
     images_per_process = cfg.dataloader.train.total_batch_size // comm.get_world_size()
     trainer.register_hooks(
         [
@@ -74,7 +75,9 @@ def do_train(args, cfg):
             gradient_annealing_from_train_cfg(cfg.train),  # RGA: None unless train.rga.enabled
             *_loce_hooks(cfg),  # LOCE: [] unless train.loce
             ExactResume(getattr(train_loader, "resumable_sampler", None), images_per_process),
-            RankConsistencyCheck(cfg.train.checkpointer.period) if comm.get_world_size() > 1 else None,
+            RankConsistencyCheck(cfg.train.checkpointer.period)
+            if comm.get_world_size() > 1
+            else None,
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
             if comm.is_main_process()
             else None,
@@ -90,6 +93,8 @@ def do_train(args, cfg):
     )
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    if start_iter >= cfg.train.max_iter > 0:  # resumed a complete run: its final file must be sound
+        checkpointer.ensure_final(start_iter - 1)
     trainer.train(start_iter, cfg.train.max_iter)
 
 
@@ -126,7 +131,7 @@ def main(args):
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
         model = create_ddp_model(model)
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        SafeCheckpointer(model).load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
     do_train(args, cfg)  # its EvalHook evaluates at the end of training
 

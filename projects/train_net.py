@@ -15,11 +15,11 @@ import logging
 import os
 
 import libra_d2  # noqa: F401  (first: registers every component, quiets import warnings)
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser
 from detectron2.evaluation import print_csv_format, verify_results
 from detectron2.utils import comm
 
+from libra_d2.checkpoint import SafeCheckpointer
 from libra_d2.engine import LibraTrainer, launch_from_args, setup_cfg
 
 logger = logging.getLogger("libra_d2.train_net")
@@ -39,7 +39,7 @@ def main(args):
     cfg = setup_cfg(args)
     if args.eval_only:
         model = LibraTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         results = LibraTrainer.test(cfg, model)

@@ -1,6 +1,7 @@
 """Datasets and data loading. Importing this registers LT-Shapes (lt_shapes_train, lt_shapes_val);
 Detectron2 itself registers the COCO, LVIS and Pascal VOC builtins."""
 from .build import build_resumable_train_loader, build_test_loader, resumable_train_loader
+from .dataset_check import DatasetError, check_training_data
 from .dataset_mapper import CheckedDatasetMapper, RecordError
 from .lt_shapes import register_lt_shapes
 from .resumable_sampler import ResumableSampler
@@ -9,10 +10,12 @@ register_lt_shapes()
 
 __all__ = [
     "CheckedDatasetMapper",
+    "DatasetError",
     "RecordError",
     "ResumableSampler",
     "build_resumable_train_loader",
     "build_test_loader",
+    "check_training_data",
     "register_lt_shapes",
     "resumable_train_loader",
 ]

@@ -3,13 +3,15 @@ from detectron2.data import build_detection_test_loader, build_detection_train_l
 from detectron2.data.build import _train_loader_from_config
 from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 
+from .dataset_check import apply_box_policy
 from .dataset_mapper import CheckedDatasetMapper
 from .resumable_sampler import ResumableSampler
 
 __all__ = ["build_resumable_train_loader", "resumable_train_loader", "build_test_loader"]
 
 
-def resumable_train_loader(dataset, *, mapper, sampler=None, repeat_threshold=None, **kwargs):
+def resumable_train_loader(dataset, *, mapper, sampler=None, repeat_threshold=None,
+                           bad_boxes="clip", **kwargs):
     """``build_detection_train_loader(dataset, mapper=..., sampler=..., **kwargs)`` whose sampler is
     wrapped in a :class:`ResumableSampler`, reachable as ``loader.resumable_sampler`` (the trainers'
     :class:`~libra_d2.engine.ExactResume` hook sets its start). Usable from lazy configs.
@@ -17,9 +19,14 @@ def resumable_train_loader(dataset, *, mapper, sampler=None, repeat_threshold=No
     ``repeat_threshold`` (with no ``sampler``): repeat-factor sampling, Detectron2's
     ``RepeatFactorTrainingSampler`` with the factors of ``dataset`` (a list of dataset dicts) at that
     threshold, as ``DATALOADER.SAMPLER_TRAIN "RepeatFactorTrainingSampler"`` + ``REPEAT_THRESHOLD``;
-    None or 0: off (``TrainingSampler``)."""
+    None or 0: off (``TrainingSampler``).
+
+    ``bad_boxes``: what happens to degenerate and out-of-image boxes (``DATALOADER.BAD_BOXES``,
+    see :mod:`libra_d2.data.dataset_check`)."""
     if sampler is not None and repeat_threshold:
         raise ValueError("resumable_train_loader: pass either sampler or repeat_threshold, not both")
+    if isinstance(dataset, list):
+        dataset = apply_box_policy(dataset, bad_boxes)
     if sampler is None and repeat_threshold:
         factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
             dataset, float(repeat_threshold)
@@ -39,7 +46,8 @@ def build_resumable_train_loader(cfg, mapper=None):
     a mapper whose errors name the record."""
     if mapper is None:
         mapper = CheckedDatasetMapper(cfg, is_train=True)
-    return resumable_train_loader(**_train_loader_from_config(cfg, mapper=mapper))
+    return resumable_train_loader(**_train_loader_from_config(cfg, mapper=mapper),
+                                  bad_boxes=cfg.DATALOADER.get("BAD_BOXES", "clip"))
 
 
 def build_test_loader(cfg, dataset_name, mapper=None):

@@ -64,11 +64,13 @@ def launch(
     store = None
     if dist_url in (None, "auto"):
         if num_machines != 1:
-            raise ValueError("dist_url='auto' cannot be used with several machines: give tcp://host:port")
+            raise ValueError(
+                "dist_url='auto' cannot be used with several machines: give tcp://host:port")
         # Port 0: the OS picks a free port, and this process keeps it bound for the whole run.
         store = dist.TCPStore(LOCALHOST, 0, is_master=True, wait_for_workers=False, timeout=timeout)
         rendezvous = ("store", LOCALHOST, store.port)
-        logger.info("Process group rendezvous on %s:%d (held by the launcher)", LOCALHOST, store.port)
+        logger.info("Process group rendezvous on %s:%d (held by the launcher)", LOCALHOST,
+                    store.port)
     else:
         rendezvous = ("url", dist_url)
     mp.start_processes(
@@ -85,7 +87,8 @@ def launch(
 def single_machine_dist_url(args):
     """``args.dist_url``, with the argument parser's fixed per-user default replaced by "auto" on a
     single machine (an explicit ``--dist-url`` is kept)."""
-    if args.num_machines == 1 and args.dist_url == default_argument_parser().get_default("dist_url"):
+    parser_default = default_argument_parser().get_default("dist_url")
+    if args.num_machines == 1 and args.dist_url == parser_default:
         return "auto"
     return args.dist_url
 

@@ -4,7 +4,8 @@ Hooks (added to :class:`~libra_d2.engine.LibraTrainer` through ``TRAINER_HOOK_RE
 
 * :class:`LOCEFineTune` (``MODEL.LOCE.FINETUNE``, any ROI heads): refuses to start stage 2 from scratch (a
   ``ConfigError`` when neither ``MODEL.WEIGHTS`` nor a checkpoint to resume from exists) and resets
-  the mean scores at the start of a fresh fine-tune. The freezing itself happens when the model is
+  the mean scores at the start of a fresh fine-tune. From a checkpoint without LOCE mean scores
+  it says so (with the reset) or refuses (``RESET_SCORES_AT_START`` off keeps stage 1's scores). The freezing itself happens when the model is
   built (``libra_d2.modeling.freeze.freeze_from_cfg`` in ``LibraTrainer.build_model``), before the
   optimizer and DDP see the parameters.
 * :class:`FeatureMemoryHook` (``MODEL.LOCE.MFS.ENABLED``): ``before_train`` allocates the
@@ -115,8 +116,39 @@ class LOCEFineTune(HookBase):
                 "{} starts from iteration 0 with empty {} (was --resume forgotten?): pass the "
                 "stage-1 model_final.pth as {}".format(switch, weights_key, weights_key))
         heads = getattr(_unwrap(self.trainer.model), "roi_heads", None)
-        if self.reset_scores and isinstance(heads, LOCEROIHeads):
+        if not isinstance(heads, LOCEROIHeads):
+            return
+        has_scores = checkpoint_has_mean_scores(self.weights)
+        if self.reset_scores:
             heads.box_predictor.mean_score.reset()
+            if has_scores is False:
+                logger.info("LOCE stage 2: %s holds no LOCE mean scores (not a LOCE stage-1 "
+                            "checkpoint); the fine-tune starts from fresh scores, as "
+                            "RESET_SCORES_AT_START does for any checkpoint.", self.weights)
+        elif has_scores is False:
+            switch, weights_key, _ = self._keys
+            raise ConfigError(
+                "{} with RESET_SCORES_AT_START off keeps the stage-1 mean scores, but {} = {} holds "
+                "none (no '{}': not a LOCE stage-1 checkpoint). Pass a LOCE stage-1 "
+                "model_final.pth, or reset the scores at the start.".format(
+                    switch, weights_key, self.weights, MEAN_SCORE_KEY))
+
+
+#: The state-dict key of the mean scores ``s`` of a LOCE model.
+MEAN_SCORE_KEY = "roi_heads.box_predictor.mean_score.score"
+
+
+def checkpoint_has_mean_scores(path: str) -> Optional[bool]:
+    """Whether the local checkpoint ``path`` holds LOCE mean scores; None when it cannot tell (a
+    URL, a model-zoo name, a Caffe2 .pkl)."""
+    if not path or not os.path.isfile(path) or not path.endswith(".pth"):
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None  # the checkpointer reports unreadable files itself
+    model = state.get("model", state) if isinstance(state, dict) else {}
+    return MEAN_SCORE_KEY in model
 
 
 def class_balanced_image_indices(

@@ -11,6 +11,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_libra_config
+from ..data.dataset_check import DatasetError, check_training_data
 
 __all__ = ["ConfigError", "DatasetError", "setup_cfg", "check_datasets", "merge_cfg_checked"]
 
@@ -19,10 +20,6 @@ logger = logging.getLogger(__name__)
 
 class ConfigError(ValueError):
     """A config names a key that does not exist or a value that cannot be used."""
-
-
-class DatasetError(RuntimeError):
-    """A dataset named by the config is unknown, or its files are missing."""
 
 
 def _all_keys(cfg: CfgNode, prefix=""):
@@ -87,8 +84,9 @@ def check_datasets(names):
 
 
 def setup_cfg(args, *, do_default_setup=True):
-    """Build the config from ``args`` (Detectron2's argument parser), check it, freeze it, and
-    run Detectron2's ``default_setup`` (logging, output dir, seeding, saving the config)."""
+    """Build the config from ``args`` (Detectron2's argument parser), check it and the training
+    data (:func:`~libra_d2.data.dataset_check.check_training_data`), freeze it, and only then run
+    Detectron2's ``default_setup`` (logging, output dir, seeding, saving the config)."""
     cfg = get_cfg()
     add_libra_config(cfg)
     merge_cfg_checked(cfg, args.config_file, args.opts)
@@ -96,10 +94,22 @@ def setup_cfg(args, *, do_default_setup=True):
         logger.warning("MODEL.DEVICE=%s but CUDA is not available: using cpu", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
+    # Every check before default_setup: a run that cannot start writes nothing into OUTPUT_DIR
+    # (default_setup saves config.yaml and opens log.txt there).
+    check_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    summary = None
+    if not getattr(args, "eval_only", False) and cfg.DATASETS.TRAIN:
+        if cfg.MODEL.LOCE.FINETUNE:
+            from .loce import check_finetune_weights  # (loce imports this module)
+
+            check_finetune_weights(cfg)
+        if comm.is_main_process():  # one pass over the records; the other ranks wait in DDP
+            summary = check_training_data(cfg, list(cfg.DATASETS.TRAIN))
     if do_default_setup:
         default_setup(cfg, args)
         # libra_d2's own loggers (hook progress such as LOCE's memory pre-fill) next to Detectron2's
         setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="libra_d2",
                      abbrev_name="libra_d2")
-    check_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    if summary:
+        logger.info("Training data checked:\n%s", summary)
     return cfg

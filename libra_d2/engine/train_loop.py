@@ -1,9 +1,11 @@
-"""The training step: Detectron2's SimpleTrainer (+ optional AMP) with three additions every
+"""The training step: Detectron2's SimpleTrainer (+ optional AMP) with the additions every
 libra_d2 trainer needs.
 
 * Hooks get ``after_backward()`` between ``backward()`` and ``optimizer.step()`` (gradients are
   unscaled first under AMP) on every Detectron2 version (0.6 has no such hook point). Gradient
   annealing and other gradient surgery live there.
+* A loss that is not finite stops the run with an error that names the checkpoint ``--resume``
+  will use (see :mod:`libra_d2.engine.divergence`).
 * The statistics that the methods log from the forward pass (``put_scalar_deferred``) are written
   right after the losses, so that logging adds no host synchronisation inside the step.
 * The data-loader iterator is created on first use without touching the global RNG, so a resumed
@@ -16,8 +18,10 @@ import time
 import numpy as np
 import torch
 from detectron2.engine import SimpleTrainer
+from detectron2.utils.events import get_event_storage
 
 from ..utils.events import flush_deferred_scalars
+from .divergence import stop_after_divergence
 
 __all__ = ["LibraTrainLoop", "capture_rng_state", "restore_rng_state", "preserved_torch_rng"]
 
@@ -97,6 +101,8 @@ class LibraTrainLoop(SimpleTrainer):
         self.train_loader = data_loader  # the loader itself (self.data_loader is its deferred view)
         self.amp = amp
         self.hook_owner = hook_owner if hook_owner is not None else self
+        #: the run's ``SafeCheckpointer``: on divergence it tags the checkpoint to resume from
+        self.checkpointer = None
         self.device_type = "cuda" if next(model.parameters()).is_cuda else "cpu"
         self.grad_scaler = (
             torch.amp.GradScaler("cuda") if amp and self.device_type == "cuda" else None
@@ -109,6 +115,12 @@ class LibraTrainLoop(SimpleTrainer):
                 fn()
 
     def run_step(self):
+        try:
+            self._train_step()
+        except FloatingPointError as e:  # Detectron2's checks of the losses and the proposals
+            raise stop_after_divergence(e, self.iter, get_event_storage(), self.checkpointer) from e
+
+    def _train_step(self):
         assert self.model.training, "[LibraTrainLoop] model was changed to eval mode!"
         start = time.perf_counter()
         data = next(self._data_loader_iter)

@@ -2,11 +2,11 @@
 import logging
 import weakref
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..checkpoint import SafeCheckpointer
 from ..data.build import build_resumable_train_loader, build_test_loader
 from ..evaluation import build_evaluator
 from ..modeling.freeze import freeze_from_cfg
@@ -27,6 +27,7 @@ class LibraTrainer(DefaultTrainer):
     * repeat-factor sampling through Detectron2's ``DATALOADER.SAMPLER_TRAIN``;
     * DDP on CPU (gloo) as well as GPU, and exact ``--resume`` (see :class:`ExactResume`);
     * a check that all ranks hold the same model (:class:`RankConsistencyCheck`);
+    * checkpoints that survive kills and divergence (``libra_d2.checkpoint.SafeCheckpointer``);
     * ``after_backward`` hooks on every Detectron2 version (see :class:`LibraTrainLoop`);
     * evaluation that never disturbs the training RNG streams;
     * frozen modules for decoupled fine-tuning (``MODEL.LOCE.FINETUNE`` / ``FREEZE``).
@@ -51,7 +52,8 @@ class LibraTrainer(DefaultTrainer):
             model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED, hook_owner=self
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = SafeCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self._trainer.checkpointer = self.checkpointer
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.register_hooks(self.build_hooks())
@@ -92,6 +94,21 @@ class LibraTrainer(DefaultTrainer):
         def load_state_dict(self, state_dict):
             super().load_state_dict(state_dict)
             self._trainer.load_state_dict(state_dict["_trainer"])
+
+    def resume_or_load(self, resume=True):
+        """Detectron2's ``resume_or_load``; after a resume, the next step's learning rate is the
+        schedule's of the current config, and a complete run gets a sound ``model_final.pth``.
+
+        (The optimizer state in the checkpoint carries the rate that the old config set for that
+        step: a run resumed after a divergence with a lower SOLVER.BASE_LR or other SOLVER.STEPS
+        would take one step at the old rate. With an unchanged config the two are equal, and the
+        resume stays exact.)"""
+        super().resume_or_load(resume=resume)
+        if resume and self.start_iter > 0:
+            for group, lr in zip(self._trainer.optimizer.param_groups, self.scheduler.get_lr()):
+                group["lr"] = lr
+            if self.start_iter >= self.max_iter:  # nothing left to train: a sound final file
+                self.checkpointer.ensure_final(self.start_iter - 1)
 
     @classmethod
     def build_model(cls, cfg):

@@ -87,3 +87,50 @@ def test_unreadable_image_names_file(tmp_path, lt_shapes_tiny):
     with pytest.raises(RecordError) as e:
         CheckedDatasetMapper(cfg, is_train=True)(record)
     assert str(broken) in str(e.value)
+
+
+def test_wrong_class_count_stops_before_anything_is_written(run_script, tmp_path):
+    """NUM_CLASSES 20 for LT-Shapes' 32 categories: refused at set-up (not an IndexError at
+    iteration 0); an earlier run's config.yaml in OUTPUT_DIR is left as it was."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("the earlier run's config\n")
+    proc = run_script("projects/train_net.py", "--config-file", FASTER,
+                      "MODEL.ROI_HEADS.NUM_CLASSES", "20", "OUTPUT_DIR", str(out),
+                      "SOLVER.MAX_ITER", "2", check=False)
+    assert proc.returncode != 0
+    assert "has 32 categories but MODEL.ROI_HEADS.NUM_CLASSES = 20" in proc.stdout
+    assert "category_id outside [0, 20)" in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+    assert (out / "config.yaml").read_text() == "the earlier run's config\n"
+
+
+def test_missing_image_and_degenerate_boxes_through_train_net(run_script, tmp_path, lt_shapes_tiny):
+    """A copy of LT-Shapes with one image deleted and one degenerate box: the missing file is
+    named before training; with the image back, the box is reported and dropped, and training
+    runs."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "datasets"
+    shutil.copytree(os.path.join(lt_shapes_tiny, "lt_shapes"), root / "lt_shapes")
+    train_json = root / "lt_shapes" / "lt_shapes_train.json"
+    data = json.loads(train_json.read_text())
+    data["annotations"][0]["bbox"][2] = 0.0  # zero width
+    train_json.write_text(json.dumps(data))
+    image = root / "lt_shapes" / data["images"][0]["file_name"]
+    saved = image.read_bytes()
+    image.unlink()
+    env = dict(os.environ, DETECTRON2_DATASETS=str(root), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "projects/train_net.py"), "--config-file",
+           FASTER, "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()", "INPUT.MIN_SIZE_TRAIN", "(64,)",
+           "INPUT.MAX_SIZE_TRAIN", "64", "OUTPUT_DIR", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert str(image) in proc.stderr and "missing" in proc.stderr  # (LT-Shapes' loader names it)
+    assert not (tmp_path / "run").exists()
+    image.write_bytes(saved)
+    proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 degenerate boxes (zero or negative width or height)" in proc.stdout
+    assert (tmp_path / "run" / "model_final.pth").exists()

@@ -18,6 +18,7 @@ from libra_d2.engine.loce import (
     FeatureMemoryHook,
     LOCEFineTune,
     check_finetune_weights,
+    checkpoint_has_mean_scores,
     class_balanced_image_indices,
     loce_freeze_from_train_cfg,
     loce_hooks_from_train_cfg,
@@ -139,12 +140,39 @@ def test_stage2_without_weights_is_a_config_error(lt_shapes_tiny, tmp_path):
         config_file=os.path.join(REPO_ROOT, STAGE2),
         opts=["MODEL.WEIGHTS", "", "OUTPUT_DIR", str(tmp_path), "DATASETS.TEST", "()", *TINY_INPUT],
     )
-    cfg = setup_cfg(args, do_default_setup=False)
-    with pytest.raises(ConfigError, match="MODEL.WEIGHTS is empty"):
-        LibraTrainer(cfg)
+    with pytest.raises(ConfigError, match="MODEL.WEIGHTS is empty"):  # at set-up: nothing written
+        setup_cfg(args, do_default_setup=False)
     # a checkpoint to resume from in OUTPUT_DIR is enough
     (tmp_path / "last_checkpoint").write_text("model_0000001.pth")
+    cfg = setup_cfg(args, do_default_setup=False)
     check_finetune_weights(cfg)
+    (tmp_path / "last_checkpoint").unlink()
+    with pytest.raises(ConfigError, match="MODEL.WEIGHTS is empty"):  # and the trainer checks too
+        LibraTrainer(cfg)
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_stage2_from_a_checkpoint_without_mean_scores(tmp_path, caplog, reset):
+    """A plain Faster R-CNN checkpoint has no LOCE mean scores: with the reset (default) stage 2
+    says it starts from fresh scores; keeping the stage-1 scores is refused."""
+    from detectron2.modeling import build_model
+
+    plain = tmp_path / "plain.pth"
+    torch.save({"model": build_model(tiny_cfg()).state_dict()}, plain)
+    cfg = stage2_cfg("MODEL.WEIGHTS", str(plain), "MODEL.LOCE.RESET_SCORES_AT_START", reset)
+    hook = LOCEFineTune(cfg, reset_scores=reset)
+    hook.trainer = types.SimpleNamespace(model=build_model(cfg), start_iter=0)
+    if reset:
+        with caplog.at_level("INFO", logger="libra_d2.engine.loce"):
+            hook.before_train()
+        assert "holds no LOCE mean scores" in caplog.text and "fresh scores" in caplog.text
+    else:
+        with pytest.raises(ConfigError, match="holds none.*not a LOCE stage-1 checkpoint"):
+            hook.before_train()
+    # a LOCE checkpoint is told apart
+    loce = tmp_path / "loce.pth"
+    torch.save({"model": hook.trainer.model.state_dict()}, loce)
+    assert checkpoint_has_mean_scores(str(loce)) and not checkpoint_has_mean_scores(str(plain))
 
 
 def test_tiny_stage1_then_stage2_end_to_end(run_script, tmp_path):
