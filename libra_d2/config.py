@@ -49,6 +49,11 @@ def add_libra_config(cfg):
         node.BALANCED_L1.ALPHA = 0.5
         node.BALANCED_L1.GAMMA = 1.5
         node.BALANCED_L1.BETA = beta  # 0.11 for RetinaNet as in the reference
+        # "reference": the public reference's formula, from which the published numbers come
+        # (its gradient is ~alpha (1/beta - 1) at zero error and jumps at beta when beta != 1);
+        # "continuous": the exact integral of the paper's gradient (Eq. 8) for any beta. The same
+        # loss at beta = 1 (R-CNN, RPN). libra_d2/layers/balanced_l1.py derives both.
+        node.BALANCED_L1.FORM = "reference"
 
     # --- Classification balance in the box predictor (Libra R-CNN journal, eq. 18-23) ---
     # "ce" (softmax CE, Detectron2's), "lgr_ce" (Logarithmic Gradient Re-weighting of CE) or
@@ -65,6 +70,11 @@ def add_libra_config(cfg):
     # sigmoid detectors do; with a zero bias every class starts at 0.5 and training from scratch
     # spends its first iterations pushing 33 sigmoids down (measured: much lower AP in 600 iters).
     _C.MODEL.ROI_BOX_HEAD.BCR.PRIOR_PROB = 0.01
+    # Background RoIs: False (literal Eq. 20) scales their negatives for every foreground class j
+    # by w_j too, so rare classes get almost no "not me" gradient from background; True gives
+    # background RoIs weight 1 in every column (EQL's E(r) exclusion). The literal form stays the
+    # default until the LT-Shapes comparison of both forms over seeds is measured (issue #11).
+    _C.MODEL.ROI_BOX_HEAD.BCR.EXCLUDE_BACKGROUND = False
 
     # --- R-CNN Gradient Annealing (RGA; libra_d2/engine/gradient_annealing.py) ---
     # Before the optimizer step (and its gradient clipping), the gradients of the R-CNN module are

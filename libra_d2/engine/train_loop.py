@@ -6,8 +6,8 @@ libra_d2 trainer needs.
   annealing and other gradient surgery live there.
 * A loss that is not finite stops the run with an error that names the checkpoint ``--resume``
   will use (see :mod:`libra_d2.engine.divergence`).
-* The statistics that the methods log from the forward pass (``put_scalar_deferred``) are written
-  right after the losses, so that logging adds no host synchronisation inside the step.
+* The statistics that the methods log during the step (``put_scalar_deferred``) are written at its
+  end, so that logging adds no host synchronisation inside the step.
 * The data-loader iterator is created on first use without touching the global RNG, so a resumed
   run can set its data position and RNG state before the first batch is drawn (exact resume).
 """
@@ -143,15 +143,15 @@ class LibraTrainLoop(SimpleTrainer):
         self.after_backward()
 
         self._write_metrics(loss_dict, data_time)
-        # The statistics the methods logged during the forward pass, read back here where the
-        # losses already were (one transfer, no stall inside the forward pass).
-        flush_deferred_scalars()
 
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:
             self.optimizer.step()
+        # The statistics the methods logged during the step (forward pass, gradient clipping),
+        # read back at its end in one transfer: no stall inside the step.
+        flush_deferred_scalars()
 
     def state_dict(self):
         ret = super().state_dict()

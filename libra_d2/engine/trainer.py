@@ -10,6 +10,7 @@ from ..checkpoint import SafeCheckpointer
 from ..data.build import build_resumable_train_loader, build_test_loader
 from ..evaluation import build_evaluator
 from ..modeling.freeze import freeze_from_cfg
+from ..solver import build_optimizer_with_clipping
 from ..utils.compat import DEFAULT_TRAINER_CHECKPOINTS_OPTIMIZER, create_ddp_model
 from .hooks import ExactResume, ProgressBar, build_method_hooks
 from .rank_consistency import RankConsistencyCheck
@@ -120,6 +121,12 @@ class LibraTrainer(DefaultTrainer):
             logger.info("Fine-tuning: froze %d parameter tensors under %s (BatchNorm in eval mode)",
                         len(frozen), list(cfg.MODEL.LOCE.FREEZE))
         return model
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """Detectron2's optimizer with ``SOLVER.CLIP_GRADIENTS`` applied by libra_d2's clipper: the
+        same per-parameter types, plus ``"full_model"``, and the clip logged every step."""
+        return build_optimizer_with_clipping(cfg, model, super().build_optimizer)
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -38,6 +38,10 @@ outside:
   ``gamma + alpha ((b beta + 1) / (beta (b + 1)) - 1)`` (not gamma), i.e. it jumps at ``beta``.
   Here the gradient is exactly Eq. 8 for every ``beta``.
 
+Both are available, as ``form``: ``"continuous"`` (the above) and ``"reference"`` (the public
+reference's formula, from which the published Libra RetinaNet numbers come); they are the same
+function at ``beta = 1`` (every R-CNN / RPN setting).
+
 ``beta`` below 1e-5 (including 0) degrades to ``gamma * |x|`` (the ``u >= beta`` branch with
 ``beta = 0``), mirroring fvcore's smooth L1 threshold, so nothing is divided by ``beta``.
 """
@@ -46,9 +50,10 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["balanced_l1_b", "balanced_l1_loss", "BalancedL1Loss"]
+__all__ = ["BALANCED_L1_FORMS", "balanced_l1_b", "balanced_l1_loss", "BalancedL1Loss"]
 
 _SMALL_BETA = 1e-5
+BALANCED_L1_FORMS = ("continuous", "reference")
 
 
 def balanced_l1_b(alpha: float, gamma: float) -> float:
@@ -82,6 +87,7 @@ def balanced_l1_loss(
     gamma: float = 1.5,
     beta: float = 1.0,
     reduction: str = "none",
+    form: str = "reference",
 ) -> torch.Tensor:
     """Balanced L1 loss (Eq. 9, generalised to any ``beta`` as derived in the module docstring).
 
@@ -101,9 +107,14 @@ def balanced_l1_loss(
         gamma: outlier gradient (upper bound of the gradient).
         beta: transition point between the logarithmic and the linear part (>= 0).
         reduction: "none" | "sum" | "mean" (elementwise, like fvcore's ``smooth_l1_loss``).
+        form: "reference" (default) or "continuous" (above): the public reference's
+            ``(alpha / b) (b u + 1) ln(b u / beta + 1) - alpha u`` inside and
+            ``gamma u + gamma / b - alpha beta`` outside (equal to "continuous" at ``beta = 1``).
     """
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
+    if form not in BALANCED_L1_FORMS:
+        raise ValueError(f"Balanced L1 form must be one of {BALANCED_L1_FORMS}, got {form!r}")
     b = balanced_l1_b(alpha, gamma)
     u = torch.abs(input - target)
     if beta < _SMALL_BETA:
@@ -112,8 +123,9 @@ def balanced_l1_loss(
         # Clamp so that the unused branch of torch.where sees finite values only (no NaN/inf
         # leaking into the gradient for huge |x|).
         u_in = torch.clamp(u, max=beta)
-        inside = (alpha / b) * (b * u_in + beta) * torch.log1p(b * u_in / beta) - alpha * u_in
-        outside = gamma * u + (gamma * beta / b - alpha * beta)
+        c = 1.0 if form == "reference" else beta  # (b u + 1) in the reference, (b u + beta) here
+        inside = (alpha / b) * (b * u_in + c) * torch.log1p(b * u_in / beta) - alpha * u_in
+        outside = gamma * u + (gamma * c / b - alpha * beta)
         loss = torch.where(u < beta, inside, outside)
     return _reduce(loss, reduction)
 
@@ -121,18 +133,23 @@ def balanced_l1_loss(
 class BalancedL1Loss(nn.Module):
     """Thin module around :func:`balanced_l1_loss` (Eq. 9)."""
 
-    def __init__(self, alpha: float = 0.5, gamma: float = 1.5, beta: float = 1.0, reduction: str = "none"):
+    def __init__(self, alpha: float = 0.5, gamma: float = 1.5, beta: float = 1.0,
+                 reduction: str = "none", form: str = "reference"):
         super().__init__()
         balanced_l1_b(alpha, gamma)  # validate early
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
+        if form not in BALANCED_L1_FORMS:
+            raise ValueError(f"Balanced L1 form must be one of {BALANCED_L1_FORMS}, got {form!r}")
         self.alpha = alpha
         self.gamma = gamma
         self.beta = beta
         self.reduction = reduction
+        self.form = form
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return balanced_l1_loss(input, target, self.alpha, self.gamma, self.beta, self.reduction)
+        return balanced_l1_loss(input, target, self.alpha, self.gamma, self.beta, self.reduction,
+                                self.form)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, gamma={self.gamma}, beta={self.beta}, reduction={self.reduction!r}"

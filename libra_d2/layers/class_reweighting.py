@@ -156,6 +156,7 @@ def bcr_sigmoid_ce_loss(
     class_weights: torch.Tensor,
     reduction: str = "mean",
     include_background: bool = True,
+    exclude_background_rois: bool = False,
 ) -> torch.Tensor:
     """Sigmoid cross-entropy with bucketed class re-weighting (Eq. 20).
 
@@ -168,9 +169,11 @@ def bcr_sigmoid_ce_loss(
                                                    w_j          otherwise (negative term of a
                                                                 non-target foreground class)
 
-    i.e. only the discouraging gradients sent to non-target foreground classes are scaled; this
-    holds for background RoIs too (every foreground class is a non-target negative for them), as
-    the paper does not exclude them.
+    i.e. only the discouraging gradients sent to non-target foreground classes are scaled. In the
+    literal form (default) this holds for background RoIs too (every foreground class is a
+    non-target negative for them), as Eq. 20 is written. With ``exclude_background_rois`` a
+    background RoI gives every column weight 1 (EQL's ``E(r)``: the suppression is for samples of
+    another foreground class; background still teaches every class "not me" at full strength).
 
     Background column (the paper is ambiguous for sigmoid): Eq. 20 sums over i = 0..C including
     the background (its i = 0) with weight 1, so by default (``include_background=True``) the
@@ -191,11 +194,14 @@ def bcr_sigmoid_ce_loss(
     if class_weights.dim() != 1 or class_weights.numel() != c:
         raise ValueError(f"class_weights must have C = {c} entries, got shape {tuple(class_weights.shape)}")
     gt_classes = gt_classes.long()
-    if n > 0 and (gt_classes.min() < 0 or gt_classes.max() > c):
+    # (checked where it is free; on a GPU one_hot asserts the range on the device)
+    if n > 0 and gt_classes.device.type == "cpu" and (gt_classes.min() < 0 or gt_classes.max() > c):
         raise ValueError(f"gt_classes must be in [0, {c}]")
     target = F.one_hot(gt_classes, k).to(logits.dtype)
     neg_w = torch.cat([class_weights.detach().to(logits), logits.new_ones(1)])  # (C+1,), bg = 1
     weight = torch.where(target > 0, torch.ones_like(target), neg_w[None, :].expand(n, k))
+    if exclude_background_rois:
+        weight = torch.where((gt_classes == c)[:, None], torch.ones_like(weight), weight)
     if not include_background:
         logits, target, weight = logits[:, :c], target[:, :c], weight[:, :c]
     loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight

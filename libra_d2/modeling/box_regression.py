@@ -22,7 +22,7 @@ from detectron2.layers import cat
 from detectron2.modeling.box_regression import _dense_box_regression_loss
 from fvcore.nn import smooth_l1_loss
 
-from ..layers.balanced_l1 import balanced_l1_loss
+from ..layers.balanced_l1 import BALANCED_L1_FORMS, balanced_l1_loss
 from ..layers.gradient_reweighting import lgr_l1_loss
 
 __all__ = [
@@ -38,8 +38,9 @@ LIBRA_DELTA_LOSSES = ("balanced_l1", "lgr_l1")
 #: Every type :func:`delta_regression_loss` accepts.
 DELTA_LOSSES = ("smooth_l1",) + LIBRA_DELTA_LOSSES
 
-#: The paper's Balanced L1 setting (Sec. 3.3.1: alpha 0.5, gamma 1.5, transition point 1).
-DEFAULT_BALANCED_L1 = {"alpha": 0.5, "gamma": 1.5, "beta": 1.0}
+#: The paper's Balanced L1 setting (Sec. 3.3.1: alpha 0.5, gamma 1.5, transition point 1), in the
+#: reference's form (the same loss as "continuous" at beta 1; see ``BALANCED_L1.FORM``).
+DEFAULT_BALANCED_L1 = {"alpha": 0.5, "gamma": 1.5, "beta": 1.0, "form": "reference"}
 
 
 def balanced_l1_params(cfg_node) -> Dict[str, float]:
@@ -54,10 +55,14 @@ def balanced_l1_params(cfg_node) -> Dict[str, float]:
             "The BALANCED_L1 config node is missing: call libra_d2.add_libra_config(cfg) before "
             "building the model"
         )
+    form = str(cfg_node.get("FORM", DEFAULT_BALANCED_L1["form"]))
+    if form not in BALANCED_L1_FORMS:
+        raise ValueError("BALANCED_L1.FORM={!r}; expected one of {}".format(form, BALANCED_L1_FORMS))
     return {
         "alpha": float(cfg_node.ALPHA),
         "gamma": float(cfg_node.GAMMA),
         "beta": float(cfg_node.BETA),
+        "form": form,
     }
 
 
@@ -88,8 +93,9 @@ def delta_regression_loss(
     if loss_type == "smooth_l1":
         return smooth_l1_loss(pred_deltas, gt_deltas, beta=smooth_l1_beta, reduction="sum")
     params = dict(DEFAULT_BALANCED_L1, **(balanced_l1 or {}))
+    form = params.pop("form")  # (LGR-L1 is defined by its gradient: it has no form)
     if loss_type == "balanced_l1":
-        return balanced_l1_loss(pred_deltas, gt_deltas, reduction="sum", **params)
+        return balanced_l1_loss(pred_deltas, gt_deltas, reduction="sum", form=form, **params)
     if loss_type == "lgr_l1":
         return lgr_l1_loss(pred_deltas, gt_deltas, reduction="sum", **params)
     raise ValueError(

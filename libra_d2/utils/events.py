@@ -4,7 +4,7 @@
 every kernel queued so far: a statistic logged in the middle of the forward pass (the sampler's
 foreground count, the number of positive anchors) stalls the GPU once per call. The methods instead
 hand the tensor to :func:`put_scalar_deferred`; the train loop writes all of an iteration's pending
-values with one copy where it already synchronises (when it writes the losses, see
+values with one copy per device at the end of the step (see
 :class:`~libra_d2.engine.train_loop.LibraTrainLoop`). Values, names and iterations in the storage
 are the same as with ``put_scalar``.
 

@@ -2,7 +2,6 @@
 sound checkpoint, and the divergence rule."""
 import logging
 import math
-import os
 import signal
 import subprocess
 import sys

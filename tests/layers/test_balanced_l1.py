@@ -1,10 +1,17 @@
-"""Balanced L1 loss against the closed forms of Libra R-CNN (journal), Eq. 8-10."""
+"""Balanced L1 loss against the closed forms of Libra R-CNN (journal), Eq. 8-10: the
+"continuous" form (the integral of Eq. 8 for any beta) and the reference's form (the default)."""
 import math
 
 import pytest
 import torch
 
-from libra_d2.layers.balanced_l1 import BalancedL1Loss, balanced_l1_b, balanced_l1_loss
+from libra_d2.layers import balanced_l1 as bl1
+from libra_d2.layers.balanced_l1 import BalancedL1Loss, balanced_l1_b
+
+
+def balanced_l1_loss(*args, form="continuous", **kwargs):
+    """The tests below derive the continuous form; the reference form has its own tests."""
+    return bl1.balanced_l1_loss(*args, form=form, **kwargs)
 
 ALPHA, GAMMA = 0.5, 1.5
 B = math.exp(GAMMA / ALPHA) - 1.0  # Eq. 10
@@ -186,5 +193,41 @@ def test_reductions_and_module():
         balanced_l1_loss(x, t, reduction="avg")
     with pytest.raises(ValueError):
         balanced_l1_loss(x, t, beta=-1.0)
-    mod = BalancedL1Loss(alpha=0.8, gamma=1.0, beta=0.11, reduction="sum")
+    mod = BalancedL1Loss(alpha=0.8, gamma=1.0, beta=0.11, reduction="sum", form="continuous")
     assert torch.allclose(mod(x, t), balanced_l1_loss(x, t, 0.8, 1.0, 0.11, "sum"))
+
+
+# ------------------------------------------------------------------------------ reference form
+@pytest.mark.parametrize("beta", [1.0, 0.11, 0.5])
+def test_reference_form_is_the_default_and_equals_the_reference_formula(beta):
+    x = torch.linspace(-3, 3, 601, dtype=torch.float64)
+    got = bl1.balanced_l1_loss(x, torch.zeros_like(x), beta=beta)
+    assert torch.allclose(got, reference_loss(x, beta=beta), rtol=1e-12, atol=1e-12)
+    module = BalancedL1Loss(beta=beta)
+    assert module.form == "reference" and torch.equal(module(x, torch.zeros_like(x)), got)
+    if beta == 1.0:  # the two forms are one loss at beta 1
+        assert torch.allclose(got, balanced_l1_loss(x, torch.zeros_like(x), beta=1.0), atol=1e-12)
+
+
+def test_reference_form_gradient_at_chosen_points():
+    """beta 0.11 (Libra RetinaNet): dL/du -> alpha (1/beta - 1) = 4.05 at zero error; just inside
+    beta: gamma + alpha ((b beta + 1) / (beta (b + 1)) - 1); gamma outside."""
+    beta = 0.11
+    pts = torch.tensor([1e-9, beta * (1 - 1e-9), 0.05, 2.0], dtype=torch.float64, requires_grad=True)
+    bl1.balanced_l1_loss(pts, torch.zeros_like(pts), beta=beta, form="reference").sum().backward()
+    g = pts.grad
+    assert g[0].item() == pytest.approx(ALPHA * (1 / beta - 1), rel=1e-6)
+    assert g[0].item() == pytest.approx(4.045, abs=1e-3)
+    assert g[1].item() == pytest.approx(GAMMA + ALPHA * ((B * beta + 1) / (beta * (B + 1)) - 1),
+                                        rel=1e-6)
+    u = 0.05  # closed form inside: alpha ln(b u / beta + 1) + alpha ((b u + 1) / (b u + beta) - 1)
+    assert g[2].item() == pytest.approx(
+        ALPHA * math.log(B * u / beta + 1) + ALPHA * ((B * u + 1) / (B * u + beta) - 1), rel=1e-9)
+    assert g[3].item() == pytest.approx(GAMMA)
+
+
+def test_unknown_form_is_named():
+    with pytest.raises(ValueError, match="form"):
+        bl1.balanced_l1_loss(torch.zeros(1), torch.zeros(1), form="smooth")
+    with pytest.raises(ValueError, match="form"):
+        BalancedL1Loss(form="smooth")

@@ -177,3 +177,45 @@ def test_module():
     assert "class_weights" in mod.state_dict()
     logits, gt = torch.tensor(LOGITS), torch.tensor(GT)
     assert torch.allclose(mod(logits, gt), bcr_sigmoid_ce_loss(logits, gt, mod.class_weights))
+
+
+def _grads(logits, gt, w, **kwargs):
+    x = logits.clone().requires_grad_(True)
+    bcr_sigmoid_ce_loss(x, gt, w, reduction="sum", **kwargs).backward()
+    return x.grad
+
+
+def test_background_rois_excluded_from_the_reweighting():
+    """EXCLUDE_BACKGROUND: a background RoI sends the same "not me" gradient to a rare and a
+    frequent column (as plain sigmoid CE); the literal form scales the rare one by its w_j."""
+    w = torch.tensor([1e-6, 1.0, 0.3])  # rare, frequent, common; column 3 = background
+    logits = torch.zeros(1, 4)
+    bg = torch.tensor([3])
+    excluded = _grads(logits, bg, w, exclude_background_rois=True)
+    assert excluded[0, 0] == excluded[0, 1] > 0
+    plain = _grads(logits, bg, torch.ones(3))
+    torch.testing.assert_close(excluded, plain)
+    literal = _grads(logits, bg, w)
+    torch.testing.assert_close(literal[0, :3], excluded[0, :3] * w)
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_foreground_roi_scales_other_classes_negatives(exclude):
+    """A foreground RoI of class t: the other foreground columns' negatives are scaled by w_j
+    in both forms; its own column and the background column are not."""
+    w = torch.tensor([1e-6, 1.0, 0.3])
+    logits = torch.zeros(1, 4)
+    fg = torch.tensor([1])
+    g = _grads(logits, fg, w, exclude_background_rois=exclude)
+    unit = _grads(logits, fg, torch.ones(3))
+    torch.testing.assert_close(g[0, [0, 2]], unit[0, [0, 2]] * w[[0, 2]])
+    torch.testing.assert_close(g[0, [1, 3]], unit[0, [1, 3]])
+
+
+def test_exclude_background_switch_reaches_the_predictor():
+    from tiny_models import tiny_cfg
+    from detectron2.modeling import build_model
+
+    cfg = tiny_cfg("MODEL.ROI_HEADS.NAME", "LibraROIHeads", "MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE",
+                   "bcr", "MODEL.ROI_BOX_HEAD.BCR.EXCLUDE_BACKGROUND", True)
+    assert build_model(cfg).roi_heads.box_predictor.bcr_exclude_background is True

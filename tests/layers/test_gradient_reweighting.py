@@ -64,7 +64,7 @@ def test_lgr_l1_gradient_equals_balanced_l1_gradient(beta):
     a = (x + t).requires_grad_(True)
     lgr_l1_loss(a, t, beta=beta, reduction="sum").backward()
     c = (x + t).requires_grad_(True)
-    balanced_l1_loss(c, t, beta=beta, reduction="sum").backward()
+    balanced_l1_loss(c, t, beta=beta, reduction="sum", form="continuous").backward()
     assert torch.allclose(a.grad, c.grad, rtol=1e-9, atol=1e-12)
     assert torch.isfinite(a.grad).all()
 
@@ -102,8 +102,8 @@ def test_lgr_l1_gradcheck_and_reductions():
     # rho is detached, so LGR-L1's autograd gradient is NOT the derivative of its value (gradcheck
     # would fail by design); it is the derivative of balanced L1, which gradcheck verifies.
     a = torch.autograd.grad(lgr_l1_loss(x, t, beta=0.5, reduction="sum"), x)[0]
-    assert torch.autograd.gradcheck(lambda z: balanced_l1_loss(z, t, beta=0.5), (x,))
-    b = torch.autograd.grad(balanced_l1_loss(x, t, beta=0.5, reduction="sum"), x)[0]
+    assert torch.autograd.gradcheck(lambda z: balanced_l1_loss(z, t, beta=0.5, form="continuous"), (x,))
+    b = torch.autograd.grad(balanced_l1_loss(x, t, beta=0.5, reduction="sum", form="continuous"), x)[0]
     assert torch.allclose(a, b)
     none = lgr_l1_loss(x, t, beta=0.5)
     assert torch.allclose(lgr_l1_loss(x, t, beta=0.5, reduction="mean"), none.mean())

@@ -17,7 +17,7 @@ from libra_d2.modeling.box_regression import (
     dense_box_regression_loss,
 )
 
-PARAMS = {"alpha": 0.4, "gamma": 1.2, "beta": 0.5}
+PARAMS = {"alpha": 0.4, "gamma": 1.2, "beta": 0.5}  # (each test passes the form it checks)
 
 
 
@@ -55,7 +55,8 @@ def test_lgr_l1_dispatch_has_balanced_l1_gradient():
     out = delta_regression_loss(pred, gt, "lgr_l1", balanced_l1=PARAMS)
     assert torch.equal(out, lgr_l1_loss(pred.detach(), gt, reduction="sum", **PARAMS))
     (g_lgr,) = torch.autograd.grad(out, pred)
-    bal = delta_regression_loss(pred, gt, "balanced_l1", balanced_l1=PARAMS)
+    # LGR-L1's gradient is that of the continuous form (the integral of Eq. 8)
+    bal = delta_regression_loss(pred, gt, "balanced_l1", balanced_l1=dict(PARAMS, form="continuous"))
     (g_bal,) = torch.autograd.grad(bal, pred)
     torch.testing.assert_close(g_lgr, g_bal)
 
@@ -80,9 +81,15 @@ def test_empty_input_is_zero_with_grad():
 def test_balanced_l1_params_from_config():
     cfg = get_cfg()
     add_libra_config(cfg)
-    assert balanced_l1_params(cfg.MODEL.RETINANET.BALANCED_L1) == {"alpha": 0.5, "gamma": 1.5, "beta": 0.11}
+    assert balanced_l1_params(cfg.MODEL.RETINANET.BALANCED_L1) == {
+        "alpha": 0.5, "gamma": 1.5, "beta": 0.11, "form": "reference"}
     cfg.MODEL.RPN.BALANCED_L1.ALPHA = 0.25
-    assert balanced_l1_params(cfg.MODEL.RPN.BALANCED_L1) == {"alpha": 0.25, "gamma": 1.5, "beta": 1.0}
+    cfg.MODEL.RPN.BALANCED_L1.FORM = "continuous"
+    assert balanced_l1_params(cfg.MODEL.RPN.BALANCED_L1) == {
+        "alpha": 0.25, "gamma": 1.5, "beta": 1.0, "form": "continuous"}
+    cfg.MODEL.RPN.BALANCED_L1.FORM = "smooth"
+    with pytest.raises(ValueError, match="FORM='smooth'"):
+        balanced_l1_params(cfg.MODEL.RPN.BALANCED_L1)
     with pytest.raises(KeyError, match="add_libra_config"):
         balanced_l1_params(get_cfg().MODEL.RPN.get("BALANCED_L1"))
 

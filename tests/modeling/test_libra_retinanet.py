@@ -36,7 +36,8 @@ def test_registered_and_config():
     model = build_model(cfg)
     assert isinstance(model, LibraRetinaNet)
     assert model.box_reg_loss_type == "balanced_l1"
-    assert model.balanced_l1 == {"alpha": 0.5, "gamma": 1.5, "beta": 0.11}
+    # the tiny config trains the continuous form (its measured table's); the default is "reference"
+    assert model.balanced_l1 == {"alpha": 0.5, "gamma": 1.5, "beta": 0.11, "form": "continuous"}
     assert model.backbone.refine_level == 1  # BFP refined at P4 of P3-P7
 
 
@@ -85,7 +86,8 @@ def test_libra_box_loss_used_when_selected(loss_type, fn):
         smooth = plain.losses(*case)
     fg = (torch.stack(gt_labels) >= 0) & (torch.stack(gt_labels) != ours.num_classes)
     gt_deltas = torch.stack([ours.box2box_transform.get_deltas(anchors[0].tensor, b) for b in gt_boxes])
-    hand = fn(deltas[0][fg], gt_deltas[fg], 0.5, 1.5, 0.11, reduction="sum")
+    kwargs = {"form": "continuous"} if fn is balanced_l1_loss else {}
+    hand = fn(deltas[0][fg], gt_deltas[fg], 0.5, 1.5, 0.11, reduction="sum", **kwargs)
     normalizer = 0.9 * 100 + 0.1 * fg.sum().item()  # RetinaNet's EMA, first step
     torch.testing.assert_close(libra["loss_box_reg"], hand / normalizer)
     assert torch.equal(libra["loss_cls"], smooth["loss_cls"])  # everything else is RetinaNet's

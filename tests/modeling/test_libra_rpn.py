@@ -89,7 +89,7 @@ def test_registered_and_built_from_config():
     rpn = build_proposal_generator(cfg, SHAPES)
     assert isinstance(rpn, LibraRPN) and isinstance(rpn.anchor_matcher, MaxIoUMatcher)
     assert rpn.sampling == LibraSamplingConfig("instance", "iou_balanced", 4, 0.0, 0.25, None)
-    assert rpn.balanced_l1 == {"alpha": 0.5, "gamma": 1.0, "beta": 1.0}
+    assert rpn.balanced_l1 == {"alpha": 0.5, "gamma": 1.0, "beta": 1.0, "form": "reference"}
 
 
 @pytest.mark.parametrize("value,expected", [("absent", None), (-1.0, None), (0.3, 0.3)])

@@ -39,6 +39,7 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
         balanced_l1: dict = None,
         bcr_unavailable_reason: str = "",
         sigmoid_prior_prob: float = 0.01,
+        bcr_exclude_background: bool = False,
         **kwargs,
     ):
         """
@@ -50,6 +51,8 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
             bcr_unavailable_reason: why the BCR weights could not be computed (training then fails
                 with this reason unless a checkpoint provides them).
             sigmoid_prior_prob: initial probability of every class of the sigmoid ("bcr") classifier.
+            bcr_exclude_background: BCR leaves background RoIs unweighted
+                (``MODEL.ROI_BOX_HEAD.BCR.EXCLUDE_BACKGROUND``).
             kwargs: Detectron2's ``FastRCNNOutputLayers`` arguments.
         """
         super().__init__(input_shape, **kwargs)
@@ -65,6 +68,8 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
         if cls_loss_type == "bcr":
             torch.nn.init.constant_(self.cls_score.bias, -math.log((1 - sigmoid_prior_prob) / sigmoid_prior_prob))
         self.bcr_unavailable_reason = bcr_unavailable_reason
+        self.bcr_exclude_background = bool(bcr_exclude_background)
+        self._bcr_weights_checked = False
         self.lgr_ce = dict(lgr_ce or {"alpha": 0.8, "gamma": 1.0})
         self.balanced_l1 = dict(balanced_l1 or {"alpha": 0.5, "gamma": 1.5, "beta": 1.0})
         if bcr_class_weights is not None:
@@ -80,6 +85,7 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
         ret["lgr_ce"] = {"alpha": head.LGR_CE.ALPHA, "gamma": head.LGR_CE.GAMMA}
         ret["balanced_l1"] = balanced_l1_params(head.BALANCED_L1)
         ret["sigmoid_prior_prob"] = head.BCR.PRIOR_PROB
+        ret["bcr_exclude_background"] = head.BCR.EXCLUDE_BACKGROUND
         if head.CLS_LOSS_TYPE == "bcr":
             num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
             try:
@@ -102,12 +108,15 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
         if self.cls_loss_type == "lgr_ce":
             return lgr_cross_entropy(scores, gt_classes, reduction="mean", **self.lgr_ce)
         if self.cls_loss_type == "bcr":
-            if torch.isnan(self.bcr_class_weights).any():
-                raise RuntimeError(
-                    "Bucketed Class Re-weighting needs the training set's class frequencies, "
-                    "which could not be read: {}".format(self.bcr_unavailable_reason)
-                )
-            return bcr_sigmoid_ce_loss(scores, gt_classes, self.bcr_class_weights, reduction="mean")
+            if not self._bcr_weights_checked:  # once (after any checkpoint load), not every step
+                if torch.isnan(self.bcr_class_weights).any():
+                    raise RuntimeError(
+                        "Bucketed Class Re-weighting needs the training set's class frequencies, "
+                        "which could not be read: {}".format(self.bcr_unavailable_reason)
+                    )
+                self._bcr_weights_checked = True
+            return bcr_sigmoid_ce_loss(scores, gt_classes, self.bcr_class_weights, reduction="mean",
+                                       exclude_background_rois=self.bcr_exclude_background)
         raise AssertionError(self.cls_loss_type)
 
     def losses(self, predictions, proposals):
