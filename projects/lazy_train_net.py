@@ -24,6 +24,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from libra_d2.checkpoint import SafeCheckpointer
+from libra_d2.data.dataset_check import check_training_records, num_classes_of_lazy_model
 from libra_d2.engine import ExactResume, LibraTrainLoop, ProgressBar, check_datasets, launch_from_args
 from libra_d2.engine.rank_consistency import RankConsistencyCheck
 from libra_d2.engine.gradient_annealing import gradient_annealing_from_train_cfg
@@ -122,11 +123,21 @@ def _dataset_names(cfg):
 def main(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    # The checks first: a run that cannot start writes nothing into train.output_dir.
+    check_datasets(_dataset_names(cfg))
+    summary = None
+    if not args.eval_only and comm.is_main_process():
+        train = cfg.dataloader.train
+        names = train.dataset.names
+        key, num_classes = num_classes_of_lazy_model(cfg.model)
+        summary = check_training_records([names] if isinstance(names, str) else list(names), key,
+                                         num_classes, train.get("bad_boxes", "clip"))
     default_setup(cfg, args)
     # libra_d2's own loggers (hook progress such as LOCE's memory pre-fill) next to Detectron2's
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="libra_d2",
                  abbrev_name="libra_d2")
-    check_datasets(_dataset_names(cfg))
+    if summary:
+        logger.info("Training data checked:\n%s", summary)
     if args.eval_only:
         model = instantiate(cfg.model)
         model.to(cfg.train.device)

@@ -27,7 +27,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 __all__ = ["BAD_BOX_POLICIES", "DatasetError", "box_problem", "apply_box_policy",
-           "check_training_data", "num_classes_of_heads"]
+           "check_training_data", "check_training_records", "num_classes_of_heads",
+           "num_classes_of_lazy_model"]
 
 BAD_BOX_POLICIES = ("clip", "drop", "error")
 #: How far (pixels) a box may reach past the image border before it counts as outside it.
@@ -99,6 +100,21 @@ def num_classes_of_heads(cfg) -> Tuple[str, int]:
     return "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES
 
 
+def num_classes_of_lazy_model(model_cfg) -> Tuple[str, int]:
+    """``(key, value)`` of the class count of a lazy config's ``model`` (``model.num_classes`` of
+    a dense detector, ``model.roi_heads.num_classes`` of an R-CNN), or ``("", None)``."""
+    for path in (("num_classes",), ("roi_heads", "num_classes")):
+        node = model_cfg
+        try:
+            for key in path:
+                node = node[key]
+        except (KeyError, AttributeError, TypeError):
+            continue
+        if isinstance(node, int):
+            return "model." + ".".join(path), node
+    return "", None
+
+
 def _load_records(name):
     meta = MetadataCatalog.get(name)
     try:
@@ -110,13 +126,19 @@ def _load_records(name):
 
 
 def check_training_data(cfg, names: Sequence[str]) -> str:
-    """Check the training datasets ``names`` against ``cfg`` (module doc); returns the summary,
-    raises :class:`DatasetError` with every error found."""
-    policy = cfg.DATALOADER.BAD_BOXES
+    """:func:`check_training_records` with the class count of the heads and the
+    ``DATALOADER.BAD_BOXES`` policy of a YAML ``cfg``."""
+    key, num_classes = num_classes_of_heads(cfg)
+    return check_training_records(names, key, num_classes, cfg.DATALOADER.BAD_BOXES)
+
+
+def check_training_records(names: Sequence[str], key: str, num_classes, policy: str) -> str:
+    """Check the training datasets ``names`` (module doc) against the class count
+    ``num_classes`` (config key ``key``; None: not checked) and the box ``policy``; returns the
+    summary, raises :class:`DatasetError` with every error found."""
     if policy not in BAD_BOX_POLICIES:
         raise DatasetError("DATALOADER.BAD_BOXES={!r}; expected one of {}".format(
             policy, ", ".join(BAD_BOX_POLICIES)))
-    key, num_classes = num_classes_of_heads(cfg)
     errors, lines = [], []
     for name in names:
         records = _load_records(name)
@@ -159,8 +181,9 @@ def check_training_data(cfg, names: Sequence[str]) -> str:
                 len(files), kind, "zero or negative width or height" if kind == "degenerate"
                 else "reaching outside the image", ", ".join(sorted(set(files))[:MAX_NAMED]))
             if policy == "error":
-                errors.append("dataset '{}': {}; set DATALOADER.BAD_BOXES to 'clip' or 'drop' to "
-                              "train without them".format(name, what))
+                errors.append("dataset '{}': {}; set DATALOADER.BAD_BOXES (lazy: the train "
+                              "loader's bad_boxes) to 'clip' or 'drop' to train without them"
+                              .format(name, what))
             else:
                 notes.append("dataset '{}': {}: {}".format(
                     name, what, "dropped" if kind == "degenerate" or policy == "drop"

@@ -130,3 +130,16 @@ def test_annotation_file_that_is_not_json_is_named(tmp_path):
     with pytest.raises(DatasetError) as e:
         check_training_data(_cfg(), ["check_not_json"])
     assert "cannot read {}".format(bad) in str(e.value) and "JSONDecodeError" in str(e.value)
+
+
+def test_class_count_of_lazy_models():
+    from detectron2.config import LazyConfig
+
+    from conftest import REPO_ROOT
+    from libra_d2.data.dataset_check import num_classes_of_lazy_model
+
+    rcnn = LazyConfig.load(REPO_ROOT + "/configs/LT-Shapes/lazy/faster_rcnn_R_18_FPN_tiny.py")
+    dense = LazyConfig.load(REPO_ROOT + "/configs/LT-Shapes/lazy/efl_retinanet_R_18_FPN_tiny.py")
+    assert num_classes_of_lazy_model(rcnn.model) == ("model.roi_heads.num_classes", 32)
+    assert num_classes_of_lazy_model(dense.model) == ("model.num_classes", 32)
+    assert num_classes_of_lazy_model({}) == ("", None)

@@ -134,3 +134,14 @@ def test_missing_image_and_degenerate_boxes_through_train_net(run_script, tmp_pa
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1 degenerate boxes (zero or negative width or height)" in proc.stdout
     assert (tmp_path / "run" / "model_final.pth").exists()
+
+
+def test_lazy_launcher_checks_the_class_count_before_writing(run_script, tmp_path):
+    out = tmp_path / "lazy"
+    proc = run_script("projects/lazy_train_net.py", "--config-file",
+                      "configs/LT-Shapes/lazy/faster_rcnn_R_18_FPN_tiny.py",
+                      "model.roi_heads.num_classes=20", "train.output_dir={}".format(out),
+                      check=False)
+    assert proc.returncode != 0
+    assert "has 32 categories but model.roi_heads.num_classes = 20" in proc.stdout
+    assert not out.exists()
