@@ -117,7 +117,8 @@ def test_classification_losses_match_closed_forms(cls_loss, lt_shapes_tiny):
     else:
         w = predictor.bcr_class_weights
         assert w.shape == (32,)
-        expected = bcr_sigmoid_ce_loss(scores, props.gt_classes, w, reduction="mean")
+        expected = bcr_sigmoid_ce_loss(scores, props.gt_classes, w, reduction="mean",
+                                       exclude_background_rois=True)  # the config default
         probs = predictor.predict_probs(predictions, [props])[0]
         torch.testing.assert_close(probs, torch.sigmoid(scores))
     torch.testing.assert_close(losses["loss_cls"], expected)

@@ -39,7 +39,7 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
         balanced_l1: dict = None,
         bcr_unavailable_reason: str = "",
         sigmoid_prior_prob: float = 0.01,
-        bcr_exclude_background: bool = False,
+        bcr_exclude_background: bool = True,
         **kwargs,
     ):
         """
