@@ -103,15 +103,14 @@ def _loce_hooks(cfg):
     """train.loce's hooks; MFS pre-fills from the train loader's datasets with its mapper."""
     if not cfg.train.get("loce", None):
         return []
-    names = cfg.dataloader.train.dataset.names
-    names = [names] if isinstance(names, str) else list(names)
-    return loce_hooks_from_train_cfg(cfg.train, names, instantiate(cfg.dataloader.train.mapper))
+    return loce_hooks_from_train_cfg(cfg.train, _dataset_names(cfg, "train"),
+                                     instantiate(cfg.dataloader.train.mapper))
 
 
-def _dataset_names(cfg):
-    """Dataset names a lazy config's data loaders read, for the pre-flight check."""
+def _dataset_names(cfg, *splits):
+    """Dataset names the lazy config's data loaders of ``splits`` (default: train and test) read."""
     names = []
-    for split in ("train", "test"):
+    for split in splits or ("train", "test"):
         try:
             value = cfg.dataloader[split].dataset.names
         except (AttributeError, KeyError):
@@ -127,11 +126,9 @@ def main(args):
     check_datasets(_dataset_names(cfg))
     summary = None
     if not args.eval_only and comm.is_main_process():
-        train = cfg.dataloader.train
-        names = train.dataset.names
         key, num_classes = num_classes_of_lazy_model(cfg.model)
-        summary = check_training_records([names] if isinstance(names, str) else list(names), key,
-                                         num_classes, train.get("bad_boxes", "clip"))
+        summary = check_training_records(_dataset_names(cfg, "train"), key, num_classes,
+                                         cfg.dataloader.train.get("bad_boxes", "clip"))
     default_setup(cfg, args)
     # libra_d2's own loggers (hook progress such as LOCE's memory pre-fill) next to Detectron2's
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="libra_d2",

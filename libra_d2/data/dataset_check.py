@@ -62,6 +62,16 @@ def _clipped_is_empty(ann, width, height) -> bool:
     return min(x1, width) <= max(x0, 0.0) or min(y1, height) <= max(y0, 0.0)
 
 
+def _kept(ann, width, height, policy: str) -> bool:
+    """Whether training keeps ``ann`` under ``policy`` ("clip" / "drop"; crowd boxes always)."""
+    if ann.get("iscrowd", 0):
+        return True
+    if policy == "drop":
+        return not box_problem(ann, width, height)
+    return box_problem(ann, width, height) != "degenerate" and not _clipped_is_empty(
+        ann, width, height)
+
+
 def apply_box_policy(records: Sequence[Dict], policy: str) -> List[Dict]:
     """``records`` with the annotations ``policy`` removes (module doc) left out: "drop" removes
     degenerate and outside boxes; "clip" removes the boxes that clipping would leave empty (the
@@ -77,12 +87,7 @@ def apply_box_policy(records: Sequence[Dict], policy: str) -> List[Dict]:
         if not anns or "width" not in r:
             out.append(r)
             continue
-        w, h = r["width"], r["height"]
-        if policy == "drop":
-            keep = [a for a in anns if a.get("iscrowd", 0) or not box_problem(a, w, h)]
-        else:
-            keep = [a for a in anns if a.get("iscrowd", 0) or (
-                box_problem(a, w, h) != "degenerate" and not _clipped_is_empty(a, w, h))]
+        keep = [a for a in anns if _kept(a, r["width"], r["height"], policy)]
         out.append(r if len(keep) == len(anns) else dict(r, annotations=keep))
     return out
 
@@ -160,11 +165,13 @@ def check_training_records(names: Sequence[str], key: str, num_classes, policy: 
                 c = a.get("category_id")
                 if num_classes is not None and c is not None and not 0 <= c < num_classes:
                     out_of_range.append((r.get("file_name"), c))
-                problem = box_problem(a, w, h) if w and h else ""
+                if not (w and h):  # no image size: nothing to check the box against
+                    usable += 1
+                    continue
+                problem = box_problem(a, w, h)
                 if problem:
                     bad[problem].append(r.get("file_name"))
-                if not problem or (problem == "outside" and policy == "clip"
-                                   and not _clipped_is_empty(a, w, h)):
+                if policy == "error" or _kept(a, w, h, policy):  # ("error": unused)
                     usable += 1
         if missing:
             errors.append("dataset '{}': {} image files do not exist, e.g. {}".format(

@@ -5,8 +5,9 @@ Hooks (added to :class:`~libra_d2.engine.LibraTrainer` through ``TRAINER_HOOK_RE
 * :class:`LOCEFineTune` (``MODEL.LOCE.FINETUNE``, any ROI heads): refuses to start stage 2 from scratch (a
   ``ConfigError`` when neither ``MODEL.WEIGHTS`` nor a checkpoint to resume from exists) and resets
   the mean scores at the start of a fresh fine-tune. From a checkpoint without LOCE mean scores
-  it says so (with the reset) or refuses (``RESET_SCORES_AT_START`` off keeps stage 1's scores). The freezing itself happens when the model is
-  built (``libra_d2.modeling.freeze.freeze_from_cfg`` in ``LibraTrainer.build_model``), before the
+  it says so (with the reset) or refuses (``RESET_SCORES_AT_START`` off keeps stage 1's scores).
+  The freezing itself happens when the model is built
+  (``libra_d2.modeling.freeze.freeze_from_cfg`` in ``LibraTrainer.build_model``), before the
   optimizer and DDP see the parameters.
 * :class:`FeatureMemoryHook` (``MODEL.LOCE.MFS.ENABLED``): ``before_train`` allocates the
   :class:`~libra_d2.modeling.feature_memory.FeatureMemory`, attaches it to the ROI heads (which push

@@ -69,6 +69,11 @@ def balanced_l1_b(alpha: float, gamma: float) -> float:
     return math.expm1(gamma / alpha)
 
 
+def _check_form(form: str) -> None:
+    if form not in BALANCED_L1_FORMS:
+        raise ValueError(f"Balanced L1 form must be one of {BALANCED_L1_FORMS}, got {form!r}")
+
+
 def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     """fvcore-style reduction: "none" | "sum" | "mean" (mean of an empty tensor is 0)."""
     if reduction == "none":
@@ -113,8 +118,7 @@ def balanced_l1_loss(
     """
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
-    if form not in BALANCED_L1_FORMS:
-        raise ValueError(f"Balanced L1 form must be one of {BALANCED_L1_FORMS}, got {form!r}")
+    _check_form(form)
     b = balanced_l1_b(alpha, gamma)
     u = torch.abs(input - target)
     if beta < _SMALL_BETA:
@@ -139,8 +143,7 @@ class BalancedL1Loss(nn.Module):
         balanced_l1_b(alpha, gamma)  # validate early
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
-        if form not in BALANCED_L1_FORMS:
-            raise ValueError(f"Balanced L1 form must be one of {BALANCED_L1_FORMS}, got {form!r}")
+        _check_form(form)
         self.alpha = alpha
         self.gamma = gamma
         self.beta = beta

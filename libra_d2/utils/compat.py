@@ -50,6 +50,17 @@ def _fast_rcnn_supports_sigmoid_ce() -> bool:
 HAS_SIGMOID_CE_BOX_PREDICTOR = _fast_rcnn_supports_sigmoid_ce()
 
 
+def _event_storage_put_takes_iter() -> bool:
+    from detectron2.utils.events import EventStorage
+
+    return "cur_iter" in inspect.signature(EventStorage.put_scalar).parameters
+
+
+#: ``EventStorage.put_scalar(..., cur_iter=)`` exists (main only): a value can be recorded for an
+#: iteration other than the current one (``libra_d2.utils.events`` uses it for late values).
+EVENT_STORAGE_PUT_TAKES_ITER = _event_storage_put_takes_iter()
+
+
 def _default_trainer_checkpoints_optimizer() -> bool:
     from detectron2.engine import DefaultTrainer
 

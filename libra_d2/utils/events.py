@@ -13,17 +13,17 @@ pending values are written when the next iteration logs its first deferred value
 lost; on Detectron2 versions whose ``put_scalar`` takes no ``cur_iter`` they are then recorded one
 iteration late.
 """
-import inspect
 import weakref
 
 import torch
-from detectron2.utils.events import EventStorage, get_event_storage
+from detectron2.utils.events import get_event_storage
+
+from .compat import EVENT_STORAGE_PUT_TAKES_ITER
 
 __all__ = ["put_scalar_deferred", "flush_deferred_scalars"]
 
 # storage -> (iteration, [(name, value, smoothing_hint)]); weak keys: a finished storage is dropped.
 _PENDING = weakref.WeakKeyDictionary()
-_PUT_TAKES_ITER = "cur_iter" in inspect.signature(EventStorage.put_scalar).parameters
 
 
 def put_scalar_deferred(name, value, smoothing_hint=True):
@@ -58,6 +58,6 @@ def flush_deferred_scalars(storage=None):
         host = torch.stack([items[i][1].reshape(()).float() for i in idx]).cpu().tolist()
         for i, h in zip(idx, host):
             values[i] = h
-    kwargs = {"cur_iter": iteration} if _PUT_TAKES_ITER else {}
+    kwargs = {"cur_iter": iteration} if EVENT_STORAGE_PUT_TAKES_ITER else {}
     for (name, _, smoothing_hint), value in zip(items, values):
         storage.put_scalar(name, float(value), smoothing_hint=smoothing_hint, **kwargs)
