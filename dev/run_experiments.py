@@ -12,15 +12,21 @@ checkpoint), whatever ``--jobs``.
 Each row trains with ``projects/train_net.py --resume`` into ``OUTPUT_ROOT/<slug of name>``: a finished
 row is not retrained (it is only re-evaluated from its final checkpoint), an interrupted one
 continues from its last checkpoint. The table is written to ``OUTPUT_ROOT/results.md`` with the
-command that reproduces each row. ``--jobs N`` trains N rows at a time, each process with
+command that reproduces each row. Rows named ``"<setting>, seed <k>"`` are also summarised per
+setting: mean and standard deviation over its seeds, and the paired difference from the reference
+setting (``REFERENCE`` in the spec, default the first) over the seeds both have, marked "within
+noise" where a paired t-test at 5% does not tell it from zero. ``--jobs N`` trains N rows at a time, each process with
 ``cpu_count / N`` threads (on a small CPU two single-threaded runs finish sooner than two
 two-threaded runs one after the other); evaluation-only rows run after the trainings.
 """
 import argparse
 import concurrent.futures
 import json
+import math
 import os
+import re
 import runpy
+import statistics
 import shlex
 import subprocess
 import sys
@@ -56,6 +62,70 @@ def training_waves(todo, after):
         waves.append(wave)
         pending = [row for row in pending if row not in wave]
     return waves
+
+
+#: two-sided 95% critical values of Student's t for 1..10 degrees of freedom (then the normal's)
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+SEEDED = re.compile(r"^(?P<setting>.+), seed (?P<seed>\d+)$")
+
+
+def by_setting(names):
+    """{setting: {seed: row name}} for the row names of the form ``"<setting>, seed <k>"``, in the
+    order the settings first appear."""
+    groups = {}
+    for name in names:
+        m = SEEDED.match(name)
+        if m:
+            groups.setdefault(m.group("setting"), {})[int(m.group("seed"))] = name
+    return groups
+
+
+def mean_sd(values):
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def paired_difference(values, reference):
+    """Mean and sd of ``values[k] - reference[k]`` over the seeds ``k`` both have, and whether the
+    difference is within noise (a paired t-test at 5%; always with fewer than 2 pairs)."""
+    seeds = sorted(set(values) & set(reference))
+    diffs = [values[k] - reference[k] for k in seeds]
+    if not diffs:
+        return None
+    mean, sd = mean_sd(diffs)
+    n = len(diffs)
+    if n < 2:
+        return mean, sd, True
+    t = T_975[n - 2] if n - 1 <= len(T_975) else 1.96
+    return mean, sd, abs(mean) <= t * sd / math.sqrt(n)
+
+
+def format_seed_summary(groups, results, columns, task, reference=None):
+    """Per setting: mean +- sd over its seeds; per other setting: the paired difference from
+    ``reference`` (default: the first setting)."""
+    done = {s: {k: results[n][task] for k, n in seeds.items() if n in results}
+            for s, seeds in groups.items()}
+    done = {s: v for s, v in done.items() if v}
+    if not done:
+        return ""
+    reference = reference if reference in done else next(iter(done))
+    lines = ["| setting | seeds | " + " | ".join(columns) + " |",
+             "|" + "---|" * (len(columns) + 2)]
+    for setting, per_seed in done.items():
+        cells = ["%.1f ± %.1f" % mean_sd([r[c] for r in per_seed.values()]) for c in columns]
+        lines.append("| {} | {} | {} |".format(setting, len(per_seed), " | ".join(cells)))
+    for setting, per_seed in done.items():
+        if setting == reference:
+            continue
+        cells = []
+        for c in columns:
+            diff = paired_difference({k: r[c] for k, r in per_seed.items()},
+                                     {k: r[c] for k, r in done[reference].items()})
+            cells.append("%+.1f ± %.1f%s" % (diff[0], diff[1], " (noise)" if diff[2] else ""))
+        lines.append("| {} - {} (paired) | {} | {} |".format(
+            setting, reference, len(set(per_seed) & set(done[reference])), " | ".join(cells)))
+    return "\n".join(lines) + "\n\n(noise): within noise, a paired t-test at 5% cannot tell " \
+        "the difference from zero."
 
 
 def format_table(rows, results, columns, task):
@@ -122,6 +192,10 @@ def main():
             list(pool.map(lambda row: run_row(*row), batch))
 
     table = format_table(rows, results, columns, task)
+    summary = format_seed_summary(by_setting([r[0] for r in rows]), results, columns, task,
+                                  spec.get("REFERENCE"))
+    if summary:
+        table += "\n\nOver seeds:\n\n" + summary
     print("\n" + table)
     if not args.dry_run:
         with open(os.path.join(REPO_ROOT, out_root, "results.md"), "w") as f:

@@ -26,6 +26,7 @@ from detectron2.utils.logger import setup_logger
 from libra_d2.checkpoint import SafeCheckpointer
 from libra_d2.data.dataset_check import check_training_records, num_classes_of_lazy_model
 from libra_d2.engine import ExactResume, LibraTrainLoop, ProgressBar, check_datasets, launch_from_args
+from libra_d2.engine.setup import check_on_main_process
 from libra_d2.engine.rank_consistency import RankConsistencyCheck
 from libra_d2.engine.gradient_annealing import gradient_annealing_from_train_cfg
 from libra_d2.engine.loce import loce_freeze_from_train_cfg, loce_hooks_from_train_cfg
@@ -125,10 +126,11 @@ def main(args):
     # The checks first: a run that cannot start writes nothing into train.output_dir.
     check_datasets(_dataset_names(cfg))
     summary = None
-    if not args.eval_only and comm.is_main_process():
+    if not args.eval_only:
         key, num_classes = num_classes_of_lazy_model(cfg.model)
-        summary = check_training_records(_dataset_names(cfg, "train"), key, num_classes,
-                                         cfg.dataloader.train.get("bad_boxes", "clip"))
+        summary = check_on_main_process(lambda: check_training_records(
+            _dataset_names(cfg, "train"), key, num_classes,
+            cfg.dataloader.train.get("bad_boxes", "clip")))
     default_setup(cfg, args)
     # libra_d2's own loggers (hook progress such as LOCE's memory pre-fill) next to Detectron2's
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="libra_d2",

@@ -7,18 +7,39 @@ after step ``s`` is trusted when the step after it, which trained from exactly i
 with a finite loss no more than ``factor`` times the median loss of the ``window`` steps up to ``s``
 (ruined weights give a loss that explodes at once; a later blow-up happened after the checkpoint).
 
+A loss can also explode and stay finite (observed: 1.3 -> 2.6e28 in 20 steps, with a model that
+then detects nothing), which Detectron2's check lets through to the end of the run:
+:func:`loss_explosion` stops such a run the same way, at the first step whose loss is over
+:data:`EXPLOSION_FACTOR` times the median of the ``window`` steps before it.
+
 The newest trusted checkpoint is tagged in ``last_checkpoint``, the newer ones are set aside as
 ``<name>.pth.untrusted`` (kept for inspection, never resumed from), and the error names the
-checkpoint. Defaults: :data:`WINDOW` (Detectron2's logging window) and :data:`FACTOR`.
+checkpoint. Defaults: :data:`WINDOW` (Detectron2's logging window), :data:`FACTOR` and
+:data:`EXPLOSION_FACTOR`.
 """
 import math
 import statistics
 from typing import Dict, Optional
 
-__all__ = ["untrusted_after_divergence", "WINDOW", "FACTOR"]
+__all__ = ["untrusted_after_divergence", "loss_explosion", "WINDOW", "FACTOR", "EXPLOSION_FACTOR"]
 
 WINDOW = 20
 FACTOR = 10.0
+#: a step's loss this many times the recent median stops the run (no sound run jumps 10^4x)
+EXPLOSION_FACTOR = 1e4
+
+
+def loss_explosion(losses, window: int = WINDOW, factor: float = EXPLOSION_FACTOR) -> Optional[str]:
+    """Why the last of ``losses`` (finite values, oldest first) is an explosion: over ``factor``
+    times the median of the ``window`` values before it; None when it is not, or when fewer than
+    ``window`` values precede it."""
+    if len(losses) <= window:
+        return None
+    reference = statistics.median(losses[-window - 1:-1])
+    if losses[-1] > factor * reference:
+        return "the loss {:.4g} is over {:g}x the median {:.4g} of the {} steps before".format(
+            losses[-1], factor, reference, window)
+    return None
 
 
 def untrusted_after_divergence(

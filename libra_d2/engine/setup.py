@@ -83,6 +83,26 @@ def check_datasets(names):
                 )
 
 
+def check_on_main_process(check):
+    """Run ``check()`` (a pass over the training records) on the main process only; every process
+    then raises the same :class:`DatasetError` if it failed, so no rank of a multi-machine run
+    waits forever for a peer that stopped. Returns what ``check`` returned on the main process,
+    None elsewhere."""
+    result, failure = None, None
+    if comm.is_main_process():
+        try:
+            result = check()
+        except DatasetError as e:
+            failure = e
+    if comm.get_world_size() > 1:
+        message = comm.all_gather(None if failure is None else str(failure))[0]
+        if message is not None and failure is None:
+            raise DatasetError(message)
+    if failure is not None:
+        raise failure
+    return result
+
+
 def setup_cfg(args, *, do_default_setup=True):
     """Build the config from ``args`` (Detectron2's argument parser), check it and the training
     data (:func:`~libra_d2.data.dataset_check.check_training_data`), freeze it, and only then run
@@ -103,8 +123,8 @@ def setup_cfg(args, *, do_default_setup=True):
             from .loce import check_finetune_weights  # (loce imports this module)
 
             check_finetune_weights(cfg)
-        if comm.is_main_process():  # one pass over the records; the other ranks wait in DDP
-            summary = check_training_data(cfg, list(cfg.DATASETS.TRAIN))
+        summary = check_on_main_process(
+            lambda: check_training_data(cfg, list(cfg.DATASETS.TRAIN)))
     if do_default_setup:
         default_setup(cfg, args)
         # libra_d2's own loggers (hook progress such as LOCE's memory pre-fill) next to Detectron2's

@@ -18,10 +18,11 @@ import time
 import numpy as np
 import torch
 from detectron2.engine import SimpleTrainer
+from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
 from ..utils.events import flush_deferred_scalars
-from .divergence import stop_after_divergence
+from .divergence import EXPLOSION_FACTOR, WINDOW, loss_explosion, stop_after_divergence
 
 __all__ = ["LibraTrainLoop", "capture_rng_state", "restore_rng_state", "preserved_torch_rng"]
 
@@ -96,8 +97,11 @@ class LibraTrainLoop(SimpleTrainer):
         amp: autocast the forward pass (fp16 + GradScaler on CUDA, bf16 on CPU).
     """
 
-    def __init__(self, model, data_loader, optimizer, *, amp=False, hook_owner=None):
+    def __init__(self, model, data_loader, optimizer, *, amp=False, hook_owner=None,
+                 loss_explosion_factor=EXPLOSION_FACTOR):
         super().__init__(model, _DeferredIterable(data_loader), optimizer)
+        #: a finite loss this many times the recent median stops the run like a NaN (None: off)
+        self.loss_explosion_factor = loss_explosion_factor
         self.train_loader = data_loader  # the loader itself (self.data_loader is its deferred view)
         self.amp = amp
         self.hook_owner = hook_owner if hook_owner is not None else self
@@ -143,6 +147,7 @@ class LibraTrainLoop(SimpleTrainer):
         self.after_backward()
 
         self._write_metrics(loss_dict, data_time)
+        self._check_loss_explosion()
 
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)
@@ -152,6 +157,19 @@ class LibraTrainLoop(SimpleTrainer):
         # The statistics the methods logged during the step (forward pass, gradient clipping),
         # read back at its end in one transfer: no stall inside the step.
         flush_deferred_scalars()
+
+    def _check_loss_explosion(self):
+        """Before the optimizer step, like Detectron2's NaN check: the total loss the main process
+        has just logged (host values already: no device sync) against its recent median."""
+        if not self.loss_explosion_factor or not comm.is_main_process():
+            return
+        storage = get_event_storage()
+        if "total_loss" not in storage.histories():
+            return
+        recent = [v for v, _ in storage.history("total_loss").values()[-WINDOW - 1:]]
+        why = loss_explosion(recent, WINDOW, self.loss_explosion_factor)
+        if why:
+            raise FloatingPointError("Loss exploded at iteration {}: {}".format(self.iter, why))
 
     def state_dict(self):
         ret = super().state_dict()

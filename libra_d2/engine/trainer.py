@@ -47,7 +47,7 @@ class LibraTrainer(DefaultTrainer):
 
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
-        data_loader = build_resumable_train_loader(cfg)
+        data_loader = self.build_train_loader(cfg)
         model = create_ddp_model(model, broadcast_buffers=False)
         self._trainer = LibraTrainLoop(
             model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED, hook_owner=self
@@ -130,6 +130,8 @@ class LibraTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        """Detectron2's train loader whose sampler resumes exactly (``ExactResume``); a subclass
+        may return any loader (exact resume then restarts the data stream)."""
         return build_resumable_train_loader(cfg)
 
     @classmethod

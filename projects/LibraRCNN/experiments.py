@@ -20,4 +20,7 @@ ROWS = [
     ("all with LGR-CE instead of BCR", LIBRA, ["MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE", "lgr_ce"]),
     # the same baseline with another seed: how far single runs move by chance
     ("baseline, seed 1", BASE, ["SEED", "1"]),
+    # the BCR rows again with the default (background RoIs excluded from the re-weighting)
+    ("+BCR, background excluded (default)", BASE, ROI + ["MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE", "bcr"]),
+    ("all, BCR with background excluded (default)", LIBRA, []),
 ]

@@ -42,3 +42,26 @@ def test_dry_run_prints_stage_1_before_its_fine_tunes():
     )
     commands = [line for line in proc.stdout.splitlines() if line.startswith("$ ")]
     assert len(commands) == 5 and "stage_1_baseline" in commands[0].split("OUTPUT_DIR")[-1]
+
+
+def test_seed_summary_groups_settings_and_pairs_seeds():
+    names = ["base, seed 1", "new, seed 1", "base, seed 2", "new, seed 2", "base, seed 3",
+             "new, seed 3", "single row"]
+    groups = RUN_EXPERIMENTS["by_setting"](names)
+    assert list(groups) == ["base", "new"] and groups["new"] == {
+        1: "new, seed 1", 2: "new, seed 2", 3: "new, seed 3"}
+    ap = {"base": (10.0, 12.0, 11.0), "new": (12.0, 14.5, 12.5)}
+    results = {"{}, seed {}".format(s, k + 1): {"bbox": {"AP": v[k]}}
+               for s, v in ap.items() for k in range(3)}
+    table = RUN_EXPERIMENTS["format_seed_summary"](groups, results, ["AP"], "bbox")
+    assert "| base | 3 | 11.0 ± 1.0 |" in table
+    # paired differences 2.0, 2.5, 1.5: mean 2.0, sd 0.5, t = 6.9 > 4.30: not noise
+    assert "| new - base (paired) | 3 | +2.0 ± 0.5 |" in table
+
+
+def test_paired_difference_within_noise():
+    paired = RUN_EXPERIMENTS["paired_difference"]
+    assert paired({1: 11.0, 2: 10.0, 3: 12.5}, {1: 10.0, 2: 11.0, 3: 11.5})[2]  # +1, -1, +1
+    assert not paired({1: 11.0, 2: 11.1, 3: 11.2}, {1: 10.0, 2: 10.0, 3: 10.0})[2]
+    assert paired({1: 5.0}, {1: 1.0}) == (4.0, 0.0, True)  # one pair cannot tell
+    assert paired({1: 5.0}, {2: 1.0}) is None

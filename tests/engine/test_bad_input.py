@@ -9,6 +9,7 @@ from detectron2.data import DatasetCatalog
 
 from libra_d2.data import CheckedDatasetMapper, RecordError
 from libra_d2.engine import ConfigError, DatasetError, setup_cfg
+from libra_d2.engine.launch import launch
 
 FASTER = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -145,3 +146,32 @@ def test_lazy_launcher_checks_the_class_count_before_writing(run_script, tmp_pat
     assert proc.returncode != 0
     assert "has 32 categories but model.roi_heads.num_classes = 20" in proc.stdout
     assert not out.exists()
+
+
+def _check_on_two_ranks_worker(out_dir):
+    from detectron2.utils import comm
+
+    from libra_d2.engine.setup import check_on_main_process
+
+    calls = []
+
+    def check():
+        calls.append(comm.get_rank())
+        raise DatasetError("dataset 'x': 3 boxes are degenerate")
+
+    try:
+        check_on_main_process(check)
+        outcome = "returned"
+    except DatasetError as e:
+        outcome = str(e)
+    with open(os.path.join(out_dir, "rank{}.json".format(comm.get_rank())), "w") as f:
+        json.dump({"calls": calls, "outcome": outcome}, f)
+
+
+def test_data_check_runs_once_and_every_rank_stops(tmp_path):
+    """The data check reads the records on the main process only; its failure stops every rank
+    (none waits in a collective for a peer that stopped)."""
+    launch(_check_on_two_ranks_worker, 2, args=(str(tmp_path),), use_cuda=False)
+    results = [json.loads((tmp_path / "rank{}.json".format(r)).read_text()) for r in (0, 1)]
+    assert [r["calls"] for r in results] == [[0], []]
+    assert [r["outcome"] for r in results] == ["dataset 'x': 3 boxes are degenerate"] * 2

@@ -1,9 +1,15 @@
 """Through train_net.py: a truncated final checkpoint and a divergence lose nothing; the user fixes
 the config, runs --resume, and the run ends with sound checkpoints, no file edited by hand."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 
-from conftest import TINY_INPUT
+from conftest import REPO_ROOT, TINY_INPUT
 
 FASTER = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"
 NO_EVAL = ["DATASETS.TEST", "()"]
@@ -30,6 +36,47 @@ def test_truncated_final_checkpoint_is_written_again_on_resume(run_script, tmp_p
     # and the evaluation reload works again
     run_script("projects/train_net.py", "--config-file", FASTER, "--eval-only", "MODEL.WEIGHTS",
                str(final), "OUTPUT_DIR", str(tmp_path / "eval"), *TINY_INPUT)
+
+
+def _kill_while_writing_a_checkpoint(cmd, env, out, after):
+    """Start ``cmd``; SIGKILL it as soon as a checkpoint newer than ``after`` is being written
+    (its ``.pth.tmp`` holds bytes). Returns the partial file's name."""
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    try:
+        while proc.poll() is None:
+            partial = [p for p in out.glob("model_[0-9]*.pth.tmp")
+                       if p.name > after and p.stat().st_size > 0] if out.is_dir() else []
+            if partial:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return partial[0].name
+            time.sleep(0.001)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    pytest.fail("the run ended before a checkpoint write could be interrupted")
+
+
+def test_kill_by_signal_during_a_checkpoint_write(lt_shapes_tiny, run_script, tmp_path):
+    """A real process killed (SIGKILL) while it writes a checkpoint: the tag still names a
+    checkpoint that loads, and --resume continues from it to the end."""
+    out = tmp_path / "run"
+    common = ["--config-file", FASTER, "SOLVER.MAX_ITER", "12", "SOLVER.CHECKPOINT_PERIOD", "2",
+              "OUTPUT_DIR", str(out), *NO_EVAL, *TINY_INPUT]
+    env = dict(os.environ, DETECTRON2_DATASETS=lt_shapes_tiny, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "projects/train_net.py"), *common]
+    partial = _kill_while_writing_a_checkpoint(cmd, env, out, after="model_0000001.pth.tmp")
+    killed_at = int(partial[len("model_"):-len(".pth.tmp")])
+    assert not (out / partial[: -len(".tmp")]).exists()  # the half-written file has no .pth name
+    tagged = (out / "last_checkpoint").read_text()
+    before = _load(out / tagged)  # loads
+    assert before["iteration"] < killed_at
+
+    proc = run_script("projects/train_net.py", "--resume", *common)
+    assert "Loading from {}".format(out / tagged) in proc.stdout
+    assert _load(out / "model_final.pth")["iteration"] == 11
+    assert _load(out / partial[: -len(".tmp")])["iteration"] == killed_at  # written again
 
 
 def test_divergence_then_resume_with_a_fixed_config(run_script, tmp_path):

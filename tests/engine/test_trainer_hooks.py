@@ -49,3 +49,26 @@ def test_registered_hook_runs_between_backward_and_step(lt_shapes_tiny, tmp_path
         ("after_backward", 0, True), ("after_step", 0, True),
         ("after_backward", 1, True), ("after_step", 1, True),
     ]
+
+
+def test_subclass_train_loader_is_used(lt_shapes_tiny, tmp_path):
+    """A subclass's ``build_train_loader`` (as PointRend's trainer overrides it) feeds the run."""
+    from libra_d2.data.build import build_resumable_train_loader
+
+    served = []
+
+    class CountingTrainer(LibraTrainer):
+        @classmethod
+        def build_train_loader(cls, cfg):
+            for batch in build_resumable_train_loader(cfg):
+                served.append(len(batch))
+                yield batch
+
+    args = argparse.Namespace(
+        config_file=os.path.join(REPO_ROOT, "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"),
+        opts=["SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "DATASETS.TEST", "()",
+              "OUTPUT_DIR", str(tmp_path), *TINY_INPUT],
+    )
+    trainer = CountingTrainer(setup_cfg(args, do_default_setup=False))
+    trainer.train()
+    assert served == [2, 2]
