@@ -8,8 +8,10 @@
 
 The config provides ``model``, ``dataloader.train/test/evaluator``, ``optimizer``, ``lr_multiplier``
 and ``train`` (see Detectron2's ``common/train.py``; ``train.clip_gradients`` takes the options of
-``SOLVER.CLIP_GRADIENTS`` in lower case, ``train.rga`` those of RGA, ``train.loce`` those of
-``MODEL.LOCE``'s fine-tune and MFS, see ``libra_d2.engine.loce.loce_hooks_from_train_cfg``).
+``SOLVER.CLIP_GRADIENTS`` in lower case, ``train.hooks`` lists extra training hooks as LazyCalls
+(e.g. ``[L(GradientAnnealing)(lambda0=7.0)]``), instantiated after the LR scheduler hook, and
+``train.loce`` takes the options of ``MODEL.LOCE``'s fine-tune and MFS, see
+``libra_d2.engine.loce.loce_hooks_from_train_cfg``).
 Same launcher, trainer loop, exact resume and CPU/GPU multi-process support as ``train_net.py``.
 """
 import json
@@ -28,7 +30,6 @@ from libra_d2.data.dataset_check import check_training_records, num_classes_of_l
 from libra_d2.engine import ExactResume, LibraTrainLoop, ProgressBar, check_datasets, launch_from_args
 from libra_d2.engine.setup import check_on_main_process
 from libra_d2.engine.rank_consistency import RankConsistencyCheck
-from libra_d2.engine.gradient_annealing import gradient_annealing_from_train_cfg
 from libra_d2.engine.loce import loce_freeze_from_train_cfg, loce_hooks_from_train_cfg
 from libra_d2.engine.train_loop import capture_rng_state, restore_rng_state
 from libra_d2.solver import add_gradient_clipping_from_train_cfg
@@ -74,7 +75,7 @@ def do_train(args, cfg):
         [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-            gradient_annealing_from_train_cfg(cfg.train),  # RGA: None unless train.rga.enabled
+            *[instantiate(h) for h in cfg.train.get("hooks", None) or []],  # e.g. RGA
             *_loce_hooks(cfg),  # LOCE: [] unless train.loce
             ExactResume(getattr(train_loader, "resumable_sampler", None), images_per_process),
             RankConsistencyCheck(cfg.train.checkpointer.period)

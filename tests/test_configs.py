@@ -8,6 +8,7 @@ from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.modeling import build_model
 
 import libra_d2
+from libra_d2.engine.gradient_annealing import GradientAnnealing
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 YAMLS = sorted(
@@ -56,10 +57,11 @@ def test_lazy_config_builds(path):
 ])
 def test_lazy_prm_twins_match_their_yaml(lazy, yaml):
     """libra_d2.lazy.parallel_roi_heads gives the YAML's PRM model: same parameters and buffers
-    (names and shapes), same positive fractions, and RGA on in ``train.rga``."""
+    (names and shapes), same positive fractions, and RGA in ``train.hooks``."""
     cfg = LazyConfig.load(os.path.join(REPO_ROOT, lazy))
     ours, ref = instantiate(cfg.model), _yaml_cfg_and_model(yaml)[1]
     shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
     assert shapes(ours) == shapes(ref)
     assert ours.roi_heads.positive_fractions == ref.roi_heads.positive_fractions == (0.5, 0.1)
-    assert cfg.train.rga.enabled and cfg.train.rga.lambda0 == 7.0
+    rga = instantiate(cfg.train.hooks[0])
+    assert isinstance(rga, GradientAnnealing) and rga.lambda0 == 7.0 and not rga.constant

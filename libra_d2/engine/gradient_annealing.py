@@ -23,10 +23,11 @@ still skips steps whose gradients overflowed (it decides from the unscale_ above
 lambda_t is derived from ``trainer.iter`` at every step, so a resumed run follows the schedule
 from the resumed iteration without any saved state.
 
-YAML configs: ``MODEL.RGA.*`` (see ``libra_d2/config.py``); the hook is added to
-:class:`~libra_d2.engine.LibraTrainer` through ``TRAINER_HOOK_REGISTRY``. Lazy configs / custom
-loops: construct :class:`GradientAnnealing` with plain arguments, or use
-:func:`gradient_annealing_from_train_cfg` on ``cfg.train`` (reads ``train.rga``). Any trainer works
+One construction path: :class:`GradientAnnealing` is ``@configurable``. YAML configs:
+``MODEL.RGA.*`` (see ``libra_d2/config/rga_prm.py``) through ``from_config``; the hook is added to
+:class:`~libra_d2.engine.LibraTrainer` through ``TRAINER_HOOK_REGISTRY``. Lazy configs list it in
+``train.hooks`` (``L(GradientAnnealing)(lambda0=7.0)``), which ``projects/lazy_train_net.py``
+instantiates; custom loops construct it with plain arguments. Any trainer works
 that calls ``after_backward`` of its hooks between backward and the optimizer step (libra_d2's
 ``LibraTrainLoop`` on every Detectron2 version; Detectron2 main's own ``SimpleTrainer`` too, but
 not 0.6's).
@@ -35,6 +36,7 @@ import logging
 from typing import Iterable, List, Optional, Sequence
 
 import torch
+from detectron2.config import configurable
 from detectron2.engine import HookBase
 from torch import nn
 
@@ -45,7 +47,6 @@ __all__ = [
     "GradientAnnealing",
     "annealing_factor",
     "build_gradient_annealing_hook",
-    "gradient_annealing_from_train_cfg",
     "select_parameters",
 ]
 
@@ -121,6 +122,7 @@ class GradientAnnealing(HookBase):
         include_mask_head: also scale ``roi_heads.mask_head``.
     """
 
+    @configurable
     def __init__(
         self,
         lambda0: float = 7.0,
@@ -139,6 +141,17 @@ class GradientAnnealing(HookBase):
             self.modules.append(MASK_HEAD_MODULE)
         self._params = None
         self._param_names = []
+
+    @classmethod
+    def from_config(cls, cfg):
+        rga = cfg.MODEL.RGA
+        return {
+            "lambda0": rga.LAMBDA0,
+            "end_iter": rga.END_ITER if rga.END_ITER > 0 else cfg.SOLVER.MAX_ITER,
+            "constant": rga.CONSTANT,
+            "modules": list(rga.MODULES),
+            "include_mask_head": rga.INCLUDE_MASK_HEAD,
+        }
 
     def before_train(self):
         # Selected once: the set of parameters does not change during training.
@@ -185,31 +198,6 @@ class GradientAnnealing(HookBase):
 @TRAINER_HOOK_REGISTRY.register()
 def build_gradient_annealing_hook(trainer) -> Optional[GradientAnnealing]:
     """``MODEL.RGA`` -> the hook, or None when ``MODEL.RGA.ENABLED`` is False."""
-    cfg = trainer.cfg
-    if "RGA" not in cfg.MODEL or not cfg.MODEL.RGA.ENABLED:
+    if not trainer.cfg.MODEL.RGA.ENABLED:
         return None
-    rga = cfg.MODEL.RGA
-    return GradientAnnealing(
-        lambda0=rga.LAMBDA0,
-        end_iter=rga.END_ITER if rga.END_ITER > 0 else cfg.SOLVER.MAX_ITER,
-        constant=rga.CONSTANT,
-        modules=list(rga.MODULES),
-        include_mask_head=rga.INCLUDE_MASK_HEAD,
-    )
-
-
-def gradient_annealing_from_train_cfg(train_cfg) -> Optional[GradientAnnealing]:
-    """For lazy configs: the hook described by ``train.rga`` (a dict with ``enabled`` and
-    :class:`GradientAnnealing`'s arguments), or None when it is absent or not enabled.
-
-    Example (in a lazy config)::
-
-        train.rga = dict(enabled=True, lambda0=7.0, end_iter=None, constant=False)
-    """
-    rga = train_cfg.get("rga", None) if hasattr(train_cfg, "get") else None
-    if rga is None or not rga.get("enabled", False):
-        return None
-    kwargs = {k: rga[k] for k in rga if k != "enabled"}
-    if "modules" in kwargs:
-        kwargs["modules"] = list(kwargs["modules"])
-    return GradientAnnealing(**kwargs)
+    return GradientAnnealing(trainer.cfg)

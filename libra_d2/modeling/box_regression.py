@@ -13,7 +13,7 @@ The single place that maps a box-regression loss *type* to a loss:
 * :func:`balanced_l1_params` -- the ``ALPHA / GAMMA / BETA`` of a ``BALANCED_L1`` config node.
 
 The Libra types are selected by the existing ``BBOX_REG_LOSS_TYPE`` keys and parameterised by the
-``BALANCED_L1`` node next to them (``libra_d2.config.add_libra_config``).
+``BALANCED_L1`` node next to them (``libra_d2.config.add_libra_rcnn_config``).
 """
 from typing import Dict, List, Optional
 

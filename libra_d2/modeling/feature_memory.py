@@ -39,6 +39,7 @@ from __future__ import annotations
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
+from detectron2.structures.boxes import Boxes, matched_pairwise_iou
 from torch import Tensor
 
 __all__ = ["jitter_boxes", "FeatureMemory", "sample_memory_classes"]
@@ -57,24 +58,16 @@ def _rand(shape, generator: Optional[torch.Generator], device: torch.device) -> 
     return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
 
-def _paired_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU between row i of ``a`` and row i of ``b`` (both (N, 4) XYXY)."""
-    iw = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
-    ih = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp(min=0)
-    inter = iw * ih
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    union = area_a + area_b - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
-
-
 def _clip(boxes: Tensor, image_size: Optional[Tuple[int, int]]) -> Tensor:
     if image_size is None:
         return boxes
-    h, w = image_size
-    x = boxes[:, 0::2].clamp(min=0, max=float(w))
-    y = boxes[:, 1::2].clamp(min=0, max=float(h))
-    return torch.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], dim=1)
+    clipped = Boxes(boxes)
+    clipped.clip(image_size)
+    return clipped.tensor
+
+
+def _paired_iou(a: Tensor, b: Tensor) -> Tensor:
+    return matched_pairwise_iou(Boxes(a), Boxes(b))
 
 
 @torch.no_grad()
@@ -106,7 +99,7 @@ def jitter_boxes(
     Returns:
         (N * num_jitter, 4) boxes, GT-major: rows ``[i * num_jitter, (i + 1) * num_jitter)`` belong
         to ``gt_boxes[i]`` (labels: ``gt_classes.repeat_interleave(num_jitter)``). Same dtype and
-        device as ``gt_boxes``; computed in at least float32; no gradient.
+        device as ``gt_boxes``; computed in float32 (Detectron2's ``Boxes``); no gradient.
     """
     gt_boxes = getattr(gt_boxes, "tensor", gt_boxes)  # also accept detectron2 Boxes
     if gt_boxes.dim() != 2 or gt_boxes.shape[1] != 4:
@@ -116,7 +109,7 @@ def jitter_boxes(
     n = gt_boxes.shape[0] * num_jitter
     if n == 0:
         return gt_boxes.new_zeros((0, 4))
-    compute_dtype = torch.promote_types(gt_boxes.dtype, torch.float32)
+    compute_dtype = torch.float32
     base = gt_boxes.detach().to(compute_dtype).repeat_interleave(num_jitter, dim=0)
     w = base[:, 2] - base[:, 0]
     h = base[:, 3] - base[:, 1]

@@ -10,7 +10,8 @@ import types
 import pytest
 import torch
 import torch.distributed as dist
-from detectron2.config import get_cfg
+from detectron2.config import LazyCall as L
+from detectron2.config import get_cfg, instantiate
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.env import seed_all_rng
@@ -23,7 +24,6 @@ from libra_d2.engine.gradient_annealing import (
     GradientAnnealing,
     annealing_factor,
     build_gradient_annealing_hook,
-    gradient_annealing_from_train_cfg,
     select_parameters,
 )
 
@@ -179,7 +179,7 @@ def test_ddp_wrapped_model(tmp_path):
         dist.destroy_process_group()
 
 
-def test_registry_and_lazy_builders():
+def test_registry_yaml_and_lazy_construction():
     cfg = tiny_cfg()
     assert build_gradient_annealing_hook(types.SimpleNamespace(cfg=cfg)) is None  # off by default
     cfg.merge_from_list(["MODEL.RGA.ENABLED", True, "MODEL.RGA.LAMBDA0", 5.0, "SOLVER.MAX_ITER", 40])
@@ -188,9 +188,9 @@ def test_registry_and_lazy_builders():
     cfg.merge_from_list(["MODEL.RGA.END_ITER", 10, "MODEL.RGA.CONSTANT", True])
     hook = build_gradient_annealing_hook(types.SimpleNamespace(cfg=cfg))
     assert (hook.end_iter, hook.constant) == (10, True)
-    assert gradient_annealing_from_train_cfg({"max_iter": 3}) is None
-    assert gradient_annealing_from_train_cfg({"rga": {"enabled": False}}) is None
-    hook = gradient_annealing_from_train_cfg({"rga": {"enabled": True, "lambda0": 3.0, "end_iter": None}})
+    assert GradientAnnealing(cfg).end_iter == 10  # @configurable: the YAML path of the class
+    # the lazy path: a LazyCall of the same class
+    hook = instantiate(L(GradientAnnealing)(lambda0=3.0))
     assert isinstance(hook, GradientAnnealing) and hook.lambda0 == 3.0 and hook.end_iter is None
 
 
@@ -230,6 +230,22 @@ def test_trainer_logs_lambda_every_step_and_resume_follows_iteration(lt_shapes_t
     b = torch.load(resumed / "model_final.pth", map_location="cpu")["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("override,lam", [([], 3.0), (["train.hooks.0.constant=True"], 7.0)])
+def test_lazy_train_net_rga_hook_from_train_hooks(run_script, tmp_path, override, lam):
+    """The lazy twin's ``train.hooks`` entry is the hook the launcher runs (overridable)."""
+    out = tmp_path / "lazy"
+    run_script(
+        "projects/lazy_train_net.py", "--config-file",
+        "configs/LT-Shapes/lazy/faster_rcnn_R_18_FPN_tiny_rga_prm.py", "train.max_iter=3",
+        "train.output_dir=" + str(out), "train.eval_period=0", "dataloader.train.total_batch_size=2",
+        "dataloader.train.mapper.augmentations.0.short_edge_length=64",
+        "dataloader.train.mapper.augmentations.0.max_size=64", *override,
+    )
+    with open(out / "metrics.json") as f:
+        last = [r for r in map(json.loads, f) if "rga/lambda" in r][-1]
+    assert last["iteration"] == 2 and last["rga/lambda"] == pytest.approx(lam)
 
 
 def test_train_net_rga_prm_end_to_end(run_script, tmp_path):

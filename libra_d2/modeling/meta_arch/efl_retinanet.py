@@ -12,7 +12,7 @@ Registered in Detectron2's ``META_ARCH_REGISTRY`` as "EFLRetinaNet"; a subclass 
 :class:`LibraRetinaNet`, so the box loss is any of ``MODEL.RETINANET.BBOX_REG_LOSS_TYPE`` (smooth L1,
 GIoU, ... and Balanced L1 / LGR-L1) and a BFP backbone combines as in Libra RetinaNet.
 
-Config (``MODEL.EFL``, see :func:`libra_d2.config.add_libra_config`):
+Config (``MODEL.EFL``, see :func:`libra_d2.config.add_efl_config`):
 
 * ``GAMMA_B`` (2.0), ``SCALE`` (``s``, 8.0), ``FOCAL_ALPHA`` (0.25): the loss. With ``SCALE 0`` EFL is
   sigmoid focal loss.
