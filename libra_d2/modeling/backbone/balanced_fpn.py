@@ -158,8 +158,8 @@ def _redirect_flat_keys(module, state_dict, prefix, wrapped_name):
 
 
 def _ordered_out_features(backbone):
-    if hasattr(backbone, "_out_features"):
-        return list(backbone._out_features)
+    """The backbone's output names from its public ``output_shape()``, finest level first (the
+    order of Detectron2's FPN outputs, p2 ... p6)."""
     shapes = backbone.output_shape()
     return sorted(shapes, key=lambda k: shapes[k].stride)
 
@@ -208,7 +208,7 @@ class WrappedFPN(Backbone):
 
 class BalancedFeaturePyramid(WrappedFPN):
     """Wraps an FPN-like backbone (Detectron2's ``FPN``, :class:`PAFPN`, ...) and balances its
-    outputs with :func:`balance_features`, in the order of ``fpn._out_features`` (high to low
+    outputs with :func:`balance_features`, in the order of the FPN's levels (high to low
     resolution). Output names, strides and channels, ``size_divisibility`` and (where the wrapped
     backbone has it) ``padding_constraints`` are the wrapped backbone's.
     """

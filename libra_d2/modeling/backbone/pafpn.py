@@ -46,8 +46,8 @@ __all__ = [
 
 
 class PAFPN(WrappedFPN):
-    """Wraps a Detectron2 ``FPN`` (anything with ``in_features``, ``top_block``,
-    ``_out_features`` and equal output channels) and adds PANet's bottom-up path."""
+    """Wraps a Detectron2 ``FPN`` (anything with ``in_features``, ``top_block`` and equal output
+    channels on the levels of its ``output_shape()``) and adds PANet's bottom-up path."""
 
     def __init__(self, fpn, norm=""):
         """
@@ -56,7 +56,7 @@ class PAFPN(WrappedFPN):
             norm (str): Detectron2 norm of the new convs ("" for none; "GN", "BN", "SyncBN", ...).
         """
         super().__init__()
-        for attr in ("in_features", "top_block", "_out_features"):
+        for attr in ("in_features", "top_block"):
             if not hasattr(fpn, attr):
                 raise TypeError(
                     "PAFPN wraps a detectron2 FPN; {} has no {!r}".format(type(fpn), attr)
