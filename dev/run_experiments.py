@@ -9,15 +9,16 @@ carry a fourth element ``{"weights": path}``: it then only evaluates that checkp
 (``--eval-only``), e.g. an inference option of a model trained by another row; or
 ``{"after": row_name}``: it trains only once that row has finished (e.g. a fine-tune of its
 checkpoint), whatever ``--jobs``.
-Each row trains with ``projects/train_net.py --resume`` into ``OUTPUT_ROOT/<slug of name>``: a finished
-row is not retrained (it is only re-evaluated from its final checkpoint), an interrupted one
-continues from its last checkpoint. The table is written to ``OUTPUT_ROOT/results.md`` with the
-command that reproduces each row. Rows named ``"<setting>, seed <k>"`` are also summarised per
-setting: mean and standard deviation over its seeds, and the paired difference from the reference
-setting (``REFERENCE`` in the spec, default the first) over the seeds both have, marked "within
-noise" where a paired t-test at 5% does not tell it from zero. ``--jobs N`` trains N rows at a time, each process with
-``cpu_count / N`` threads (on a small CPU two single-threaded runs finish sooner than two
-two-threaded runs one after the other); evaluation-only rows run after the trainings.
+Each row trains with ``projects/train_net.py --resume`` into ``OUTPUT_ROOT/<slug of name>``: a
+finished row is not retrained (it is only re-evaluated from its final checkpoint), an interrupted
+one continues from its last checkpoint. The table is written to ``OUTPUT_ROOT/results.md`` with the
+command that reproduces each row, and every row's evaluation to ``OUTPUT_ROOT/results.json``. Rows
+named ``"<setting>, seed <k>"`` are also summarised per setting: mean and standard deviation over
+its seeds, and the paired difference from the reference setting (``REFERENCE`` in the spec, default
+the first) over the seeds both have, marked "within noise" where a paired t-test at 5% does not
+tell it from zero. ``--jobs N`` trains N rows at a time, each process with ``cpu_count / N``
+threads (on a small CPU two single-threaded runs finish sooner than two two-threaded runs one after
+the other); evaluation-only rows run after the trainings.
 """
 import argparse
 import concurrent.futures
@@ -202,6 +203,8 @@ def main():
             f.write(table + "\n\nCommands:\n\n")
             for name, *_ in rows:
                 f.write("- {}: `{}`\n".format(name, commands[name]))
+        with open(os.path.join(REPO_ROOT, out_root, "results.json"), "w") as f:
+            json.dump({name: results[name] for name, *_ in rows if name in results}, f, indent=1)
 
 
 if __name__ == "__main__":
