@@ -43,7 +43,8 @@ def add_prm_config(cfg):
     # of the positives and one of the negatives (each is still a uniform random sample of its own
     # size and fraction; the 1:9 module's positives are a subset of the 1:1 module's, its
     # negatives a superset), so fewer distinct RoIs are pooled per step (179 instead of up to
-    # 256 per image for 1:1 and 1:9 of 128). False: independent samples. No effect with Libra's
-    # balanced samplers (always independent) or with one module.
+    # 256 per image for 1:1 and 1:9 of 128). False: independent samples (the paper). No effect
+    # with Libra's balanced samplers (always independent) or with one module. The default is the
+    # measured choice (projects/RGA_PRM/README.md, "PRM sampling over three seeds").
     _C.MODEL.PRM.NESTED_SAMPLING = True
     return cfg
