@@ -122,7 +122,8 @@ def format_seed_summary(groups, results, columns, task, reference=None):
         for c in columns:
             diff = paired_difference({k: r[c] for k, r in per_seed.items()},
                                      {k: r[c] for k, r in done[reference].items()})
-            cells.append("%+.1f ± %.1f%s" % (diff[0], diff[1], " (noise)" if diff[2] else ""))
+            cells.append("-" if diff is None else  # no seed finished in both yet
+                         "%+.1f ± %.1f%s" % (diff[0], diff[1], " (noise)" if diff[2] else ""))
         lines.append("| {} - {} (paired) | {} | {} |".format(
             setting, reference, len(set(per_seed) & set(done[reference])), " | ".join(cells)))
     return "\n".join(lines) + "\n\n(noise): within noise, a paired t-test at 5% cannot tell " \

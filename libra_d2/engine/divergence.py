@@ -29,14 +29,21 @@ FACTOR = 10.0
 EXPLOSION_FACTOR = 1e4
 
 
+def _over_recent_median(value: float, before, window: int, factor: float) -> Optional[float]:
+    """The median of the last ``window`` of ``before`` (a non-empty list) when ``value`` is over
+    ``factor`` times it, else None: the one jump rule of both checks below."""
+    reference = statistics.median(before[-window:])
+    return reference if value > factor * reference else None
+
+
 def loss_explosion(losses, window: int = WINDOW, factor: float = EXPLOSION_FACTOR) -> Optional[str]:
     """Why the last of ``losses`` (finite values, oldest first) is an explosion: over ``factor``
     times the median of the ``window`` values before it; None when it is not, or when fewer than
     ``window`` values precede it."""
     if len(losses) <= window:
         return None
-    reference = statistics.median(losses[-window - 1:-1])
-    if losses[-1] > factor * reference:
+    reference = _over_recent_median(losses[-1], losses[:-1], window, factor)
+    if reference is not None:
         return "the loss {:.4g} is over {:g}x the median {:.4g} of the {} steps before".format(
             losses[-1], factor, reference, window)
     return None
@@ -64,12 +71,11 @@ def untrusted_after_divergence(
     if not math.isfinite(value):
         return "the loss with its weights (step {}) was {}".format(nxt, value)
     before = [v for t, v in sorted(losses.items()) if t <= saved_iter and math.isfinite(v)]
-    if before:
-        reference = statistics.median(before[-window:])
-        if value > factor * reference:
-            return "the loss with its weights (step {}) was {:.4g}, over {:g}x the median {:.4g} " \
-                   "of the {} steps before".format(nxt, value, factor, reference,
-                                                   len(before[-window:]))
+    reference = _over_recent_median(value, before, window, factor) if before else None
+    if reference is not None:
+        return "the loss with its weights (step {}) was {:.4g}, over {:g}x the median {:.4g} " \
+               "of the {} steps before".format(nxt, value, factor, reference,
+                                               len(before[-window:]))
     return None
 
 

@@ -65,3 +65,11 @@ def test_paired_difference_within_noise():
     assert not paired({1: 11.0, 2: 11.1, 3: 11.2}, {1: 10.0, 2: 10.0, 3: 10.0})[2]
     assert paired({1: 5.0}, {1: 1.0}) == (4.0, 0.0, True)  # one pair cannot tell
     assert paired({1: 5.0}, {2: 1.0}) is None
+
+
+def test_seed_summary_with_no_seed_in_common_yet():
+    """Partly finished runs: a setting whose seeds the reference has not finished gets "-"."""
+    groups = RUN_EXPERIMENTS["by_setting"](["base, seed 1", "new, seed 2"])
+    results = {"base, seed 1": {"bbox": {"AP": 10.0}}, "new, seed 2": {"bbox": {"AP": 12.0}}}
+    table = RUN_EXPERIMENTS["format_seed_summary"](groups, results, ["AP"], "bbox")
+    assert "| new - base (paired) | 0 | - |" in table
