@@ -24,7 +24,7 @@ env:
 	@$(PYTHON) dev/install_env.py --venv $(VENV)
 
 data: env
-	@$(PY) dev/generate_lt_shapes.py --root $(LT_SHAPES_ROOT)
+	@$(PY) datasets/prepare_lt_shapes.py --root $(LT_SHAPES_ROOT)
 
 demo: data
 	@$(PY) dev/demo.py

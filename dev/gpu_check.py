@@ -245,7 +245,7 @@ def main():
     os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(REPO_ROOT, "datasets"))
     root = os.path.join(os.environ["DETECTRON2_DATASETS"], "lt_shapes")
     if not os.path.exists(os.path.join(root, "lt_shapes_train.json")):
-        subprocess.check_call([sys.executable, "dev/generate_lt_shapes.py", "--root", root],
+        subprocess.check_call([sys.executable, "datasets/prepare_lt_shapes.py", "--root", root],
                               cwd=REPO_ROOT)
     import libra_d2  # noqa: F401  (registers LT-Shapes at $DETECTRON2_DATASETS)
 

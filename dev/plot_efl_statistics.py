@@ -44,15 +44,16 @@ from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data import transforms as T  # noqa: E402
 from detectron2.layers import cat  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
+from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K  # noqa: E402
 
 from libra_d2.config import add_libra_config  # noqa: E402
 from libra_d2.data import CheckedDatasetMapper  # noqa: E402
 from libra_d2.engine.setup import merge_cfg_checked  # noqa: E402
 from libra_d2.data.class_frequency import (  # noqa: E402
-    frequency_group_of,
     training_class_image_counts,
     training_frequency_groups,
 )
+from libra_d2.data.frequency_groups import frequency_group_of  # noqa: E402
 
 GROUP_COLORS = {"r": "tab:red", "c": "tab:orange", "f": "tab:blue"}
 MARKERS = ["o", "s", "^", "D", "v", "P"]
@@ -88,7 +89,7 @@ def mean_scores(cfg, model, dataset, num_images, batch_size=4):
         features = model.backbone(images.tensor)
         features = [features[f] for f in model.head_in_features]
         predictions = model.head(features)
-        (logits,) = model._transpose_dense_predictions([predictions[0]], [K])
+        logits = [permute_to_N_HWA_K(x, K) for x in predictions[0]]  # (N, HWA, K) per level
         anchors = model.anchor_generator(features)
         gt_labels, _ = model.label_anchors(anchors, [b["instances"].to(model.device) for b in batch])
         scores = cat(logits, dim=1).sigmoid().double()  # (N, R, K)

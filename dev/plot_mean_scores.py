@@ -23,7 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from libra_d2.data.class_frequency import frequency_group_of, training_class_image_counts  # noqa: E402
+from libra_d2.data.class_frequency import training_class_image_counts  # noqa: E402
+from libra_d2.data.frequency_groups import frequency_group_of  # noqa: E402
 
 KEY = "roi_heads.box_predictor.mean_score.score"
 GROUP_COLORS = {"r": "#d62728", "c": "#ff7f0e", "f": "#1f77b4"}

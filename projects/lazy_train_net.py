@@ -9,9 +9,10 @@
 The config provides ``model``, ``dataloader.train/test/evaluator``, ``optimizer``, ``lr_multiplier``
 and ``train`` (see Detectron2's ``common/train.py``; ``train.clip_gradients`` takes the options of
 ``SOLVER.CLIP_GRADIENTS`` in lower case, ``train.hooks`` lists extra training hooks as LazyCalls
-(e.g. ``[L(GradientAnnealing)(lambda0=7.0)]``), instantiated after the LR scheduler hook, and
-``train.loce`` takes the options of ``MODEL.LOCE``'s fine-tune and MFS, see
-``libra_d2.engine.loce.loce_hooks_from_train_cfg``).
+(e.g. RGA's ``[L(GradientAnnealing)(lambda0=7.0)]``, LOCE's ``L(LOCEFineTune)`` and
+``L(FeatureMemoryHook)``), instantiated before anything is written and run after the LR scheduler
+hook, and ``train.freeze`` names modules to freeze before the optimizer and DDP, as
+``MODEL.LOCE.FREEZE`` does for YAML configs).
 Same launcher, trainer loop, exact resume and CPU/GPU multi-process support as ``train_net.py``.
 """
 import json
@@ -30,8 +31,8 @@ from libra_d2.data.dataset_check import check_training_records, num_classes_of_l
 from libra_d2.engine import ExactResume, LibraTrainLoop, ProgressBar, check_datasets, launch_from_args
 from libra_d2.engine.setup import check_on_main_process
 from libra_d2.engine.rank_consistency import RankConsistencyCheck
-from libra_d2.engine.loce import loce_freeze_from_train_cfg, loce_hooks_from_train_cfg
 from libra_d2.engine.train_loop import capture_rng_state, restore_rng_state
+from libra_d2.modeling.freeze import freeze_modules
 from libra_d2.solver import add_gradient_clipping_from_train_cfg
 from libra_d2.utils.compat import create_ddp_model
 
@@ -55,12 +56,15 @@ def do_test(cfg, model):
     return ret
 
 
-def do_train(args, cfg):
+def do_train(args, cfg, extra_hooks=()):
+    """``extra_hooks``: the instantiated ``train.hooks``."""
     model = instantiate(cfg.model)
     logger.info("Model:\n{}".format(model))
     model.to(cfg.train.device)
-    # LOCE stage 2 (train.loce.finetune): freeze before the optimizer and DDP see the parameters
-    loce_freeze_from_train_cfg(cfg.train, model)
+    freeze = list(cfg.train.get("freeze", None) or [])  # e.g. LOCE stage 2's backbone and box FCs
+    if freeze:  # before the optimizer and DDP see the parameters
+        logger.info("Frozen: %d parameters of %s", len(freeze_modules(model, freeze)),
+                    ", ".join(freeze))
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
@@ -75,8 +79,7 @@ def do_train(args, cfg):
         [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-            *[instantiate(h) for h in cfg.train.get("hooks", None) or []],  # e.g. RGA
-            *_loce_hooks(cfg),  # LOCE: [] unless train.loce
+            *extra_hooks,  # train.hooks: e.g. RGA, LOCE's fine-tune and feature memory
             ExactResume(getattr(train_loader, "resumable_sampler", None), images_per_process),
             RankConsistencyCheck(cfg.train.checkpointer.period)
             if comm.get_world_size() > 1
@@ -101,14 +104,6 @@ def do_train(args, cfg):
     trainer.train(start_iter, cfg.train.max_iter)
 
 
-def _loce_hooks(cfg):
-    """train.loce's hooks; MFS pre-fills from the train loader's datasets with its mapper."""
-    if not cfg.train.get("loce", None):
-        return []
-    return loce_hooks_from_train_cfg(cfg.train, _dataset_names(cfg, "train"),
-                                     instantiate(cfg.dataloader.train.mapper))
-
-
 def _dataset_names(cfg, *splits):
     """Dataset names the lazy config's data loaders of ``splits`` (default: train and test) read."""
     names = []
@@ -126,12 +121,14 @@ def main(args):
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     # The checks first: a run that cannot start writes nothing into train.output_dir.
     check_datasets(_dataset_names(cfg))
-    summary = None
+    summary, extra_hooks = None, []
     if not args.eval_only:
         key, num_classes = num_classes_of_lazy_model(cfg.model)
         summary = check_on_main_process(lambda: check_training_records(
             _dataset_names(cfg, "train"), key, num_classes,
             cfg.dataloader.train.get("bad_boxes", "clip")))
+        # the hooks check their options when built (e.g. LOCE stage 2 without weights)
+        extra_hooks = [instantiate(h) for h in cfg.train.get("hooks", None) or []]
     default_setup(cfg, args)
     # libra_d2's own loggers (hook progress such as LOCE's memory pre-fill) next to Detectron2's
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="libra_d2",
@@ -144,7 +141,7 @@ def main(args):
         model = create_ddp_model(model)
         SafeCheckpointer(model).load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
-    do_train(args, cfg)  # its EvalHook evaluates at the end of training
+    do_train(args, cfg, extra_hooks)  # its EvalHook evaluates at the end of training
 
 
 def cli(argv=None):

@@ -39,7 +39,8 @@ def one_thread():
 def lt_shapes_tiny(tmp_path_factory):
     """The tiny LT-Shapes preset, generated once per test session; returns its datasets root
     (the value for $DETECTRON2_DATASETS) and registers it in this process."""
-    from libra_d2.data.lt_shapes import generate_lt_shapes, register_lt_shapes
+    from libra_d2.data.datasets.lt_shapes import register_lt_shapes
+    from libra_d2.data.datasets.lt_shapes_generate import generate_lt_shapes
 
     datasets_root = tmp_path_factory.mktemp("datasets")
     root = datasets_root / "lt_shapes"

@@ -3,7 +3,7 @@ Detectron2 itself registers the COCO, LVIS and Pascal VOC builtins."""
 from .build import build_resumable_train_loader, build_test_loader, resumable_train_loader
 from .dataset_check import DatasetError, check_training_data
 from .dataset_mapper import CheckedDatasetMapper, RecordError
-from .lt_shapes import register_lt_shapes
+from .datasets import register_lt_shapes
 from .resumable_sampler import ResumableSampler
 
 register_lt_shapes()

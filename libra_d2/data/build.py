@@ -1,6 +1,5 @@
 """Train/test data loaders: Detectron2's, with a resumable sampler and record-naming errors."""
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.data.build import _train_loader_from_config
 from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 
 from .dataset_check import apply_box_policy
@@ -46,8 +45,9 @@ def build_resumable_train_loader(cfg, mapper=None):
     a mapper whose errors name the record."""
     if mapper is None:
         mapper = CheckedDatasetMapper(cfg, is_train=True)
-    return resumable_train_loader(**_train_loader_from_config(cfg, mapper=mapper),
-                                  bad_boxes=cfg.DATALOADER.get("BAD_BOXES", "clip"))
+    # the arguments Detectron2's configurable loader derives from cfg (its public from_config)
+    kwargs = build_detection_train_loader.from_config(cfg, mapper=mapper)
+    return resumable_train_loader(**kwargs, bad_boxes=cfg.DATALOADER.get("BAD_BOXES", "clip"))
 
 
 def build_test_loader(cfg, dataset_name, mapper=None):

@@ -1,6 +1,6 @@
 """Class frequencies of the training datasets, for the methods that balance by them (Bucketed Class
-Re-weighting, EFL's and LOCE's per-group logging, the plots): images per class and LVIS's
-frequency groups ('r' <= 10 images, 'c' 11-100, 'f' > 100)."""
+Re-weighting, EFL's and LOCE's per-group logging, the plots): images per class and their
+frequency groups (by ``libra_d2.data.frequency_groups``)."""
 import logging
 from typing import List, Optional, Sequence
 
@@ -8,8 +8,10 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..layers.class_reweighting import class_frequencies
+from .frequency_groups import frequency_group_of
 
-__all__ = ["frequency_group_of", "training_class_image_counts", "training_frequency_groups"]
+__all__ = ["training_class_image_counts", "training_frequency_groups"]
+
 
 logger = logging.getLogger(__name__)
 
@@ -32,16 +34,6 @@ def training_class_image_counts(dataset_names, num_classes):
             for c in present:
                 counts[c] += 1
     return counts
-
-
-def frequency_group_of(image_count: float) -> str:
-    """LVIS's frequency group of a class seen in ``image_count`` training images: 'r' (<= 10,
-    including 0), 'c' (11-100) or 'f' (> 100)."""
-    if image_count <= 10:
-        return "r"
-    if image_count <= 100:
-        return "c"
-    return "f"
 
 
 def _lvis_groups_by_class_names(thing_classes: Sequence[str]) -> Optional[List[str]]:

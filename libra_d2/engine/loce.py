@@ -1,23 +1,23 @@
 """LOCE's training-side glue: the decoupled fine-tune checks and the feature memory of MFS.
 
-Hooks (added to :class:`~libra_d2.engine.LibraTrainer` through ``TRAINER_HOOK_REGISTRY``):
+Two ``@configurable`` hooks, one construction path each: YAML configs build them from
+``MODEL.LOCE`` through ``from_config`` (:func:`build_loce_hooks`, in ``TRAINER_HOOK_REGISTRY``);
+lazy configs list them in ``train.hooks`` as ``LazyCall`` objects, which
+``projects/lazy_train_net.py`` instantiates (see
+``configs/LT-Shapes/lazy/loce_faster_rcnn_R_18_FPN_tiny_stage2.py``).
 
-* :class:`LOCEFineTune` (``MODEL.LOCE.FINETUNE``, any ROI heads): refuses to start stage 2 from scratch (a
-  ``ConfigError`` when neither ``MODEL.WEIGHTS`` nor a checkpoint to resume from exists) and resets
-  the mean scores at the start of a fresh fine-tune. From a checkpoint without LOCE mean scores
-  it says so (with the reset) or refuses (``RESET_SCORES_AT_START`` off keeps stage 1's scores).
-  The freezing itself happens when the model is built
-  (``libra_d2.modeling.freeze.freeze_from_cfg`` in ``LibraTrainer.build_model``), before the
-  optimizer and DDP see the parameters.
+* :class:`LOCEFineTune` (``MODEL.LOCE.FINETUNE``, any ROI heads): refuses to build a stage 2 that
+  would start from scratch (a ``ConfigError`` when neither the weights nor a checkpoint to resume
+  from exists) and resets the mean scores at the start of a fresh fine-tune. From a checkpoint
+  without LOCE mean scores it says so (with the reset) or refuses (``RESET_SCORES_AT_START`` off
+  keeps stage 1's scores). The freezing itself happens when the model is built
+  (``libra_d2.modeling.freeze``: ``LibraTrainer.build_model`` for YAML, ``train.freeze`` in the
+  lazy launcher), before the optimizer and DDP see the parameters.
 * :class:`FeatureMemoryHook` (``MODEL.LOCE.MFS.ENABLED``): ``before_train`` allocates the
   :class:`~libra_d2.modeling.feature_memory.FeatureMemory`, attaches it to the ROI heads (which push
   16 jittered GT boxes per GT into it every step) and pre-fills it with a class-balanced pass over a
   few training images per class; ``before_step`` draws ``k`` classes with ``p ~ 1 / s`` and ``m``
   rows of each and hands them to ``roi_heads.set_memory_batch``.
-
-Lazy configs (``projects/lazy_train_net.py``): ``train.loce`` holds the same options in lower case;
-:func:`loce_freeze_from_train_cfg` freezes before the optimizer, :func:`loce_hooks_from_train_cfg`
-builds the two hooks (their ``dataset_names`` / ``mapper`` replace the YAML cfg).
 
 The memory is per process (each process pre-fills its own) and is not saved in checkpoints (it is
 several GB for LVIS): a resumed run re-fills it with the pre-fill pass.
@@ -26,10 +26,11 @@ import copy
 import logging
 import os
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from detectron2.config import configurable
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.engine import HookBase
 from detectron2.utils import comm
@@ -47,8 +48,6 @@ __all__ = [
     "build_loce_hooks",
     "check_finetune_weights",
     "class_balanced_image_indices",
-    "loce_freeze_from_train_cfg",
-    "loce_hooks_from_train_cfg",
     "prefill_feature_memory",
 ]
 
@@ -69,17 +68,17 @@ def _loce_heads(model: nn.Module) -> LOCEROIHeads:
     return heads
 
 
-# names of the options in the error messages: (switch, weights, output dir)
-_YAML_KEYS = ("MODEL.LOCE.FINETUNE", "MODEL.WEIGHTS", "OUTPUT_DIR")
-_LAZY_KEYS = ("train.loce.finetune", "train.init_checkpoint", "train.output_dir")
+#: the options named in the error messages, (switch, weights, output dir), of YAML and lazy configs
+YAML_OPTION_NAMES = ("MODEL.LOCE.FINETUNE", "MODEL.WEIGHTS", "OUTPUT_DIR")
+LAZY_OPTION_NAMES = ("L(LOCEFineTune) in train.hooks", "train.init_checkpoint", "train.output_dir")
 
 
-def _check_weights(weights, output_dir, keys) -> None:
+def _check_weights(weights, output_dir, option_names) -> None:
     if weights:
         return
-    if os.path.exists(os.path.join(output_dir, "last_checkpoint")):
+    if output_dir and os.path.exists(os.path.join(output_dir, "last_checkpoint")):
         return
-    switch, weights_key, dir_key = keys
+    switch, weights_key, dir_key = option_names
     raise ConfigError(
         "{} is stage 2 of LOCE's decoupled training: it fine-tunes a stage-1 "
         "model with the backbone frozen, but {} is empty and {} ({}) has no "
@@ -91,28 +90,43 @@ def _check_weights(weights, output_dir, keys) -> None:
 def check_finetune_weights(cfg) -> None:
     """ConfigError when a LOCE fine-tune would start from random weights: ``MODEL.WEIGHTS`` empty
     and no ``last_checkpoint`` in ``OUTPUT_DIR`` to resume from."""
-    _check_weights(cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR, _YAML_KEYS)
+    _check_weights(cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR, YAML_OPTION_NAMES)
 
 
 class LOCEFineTune(HookBase):
-    """Stage-2 checks and the mean-score reset (see the module docstring).
+    """Stage-2 checks and the mean-score reset (see the module docstring)."""
 
-    ``cfg``: a YAML config (its ``MODEL.WEIGHTS``); lazy configs pass ``weights`` (their
-    ``train.init_checkpoint``) instead, with ``cfg`` None."""
+    @configurable
+    def __init__(self, *, weights: str, output_dir: str, reset_scores: bool,
+                 option_names: Tuple[str, str, str] = LAZY_OPTION_NAMES):
+        """
+        Args:
+            weights: the stage-1 checkpoint the fine-tune starts from (``MODEL.WEIGHTS``,
+                ``train.init_checkpoint``).
+            output_dir: the run's output folder; a ``last_checkpoint`` there (a run to resume)
+                stands in for empty ``weights``.
+            reset_scores: reset the mean scores at the start of a fresh fine-tune.
+            option_names: the config options that set (this hook, ``weights``, ``output_dir``),
+                named in the errors.
 
-    def __init__(self, cfg=None, reset_scores: bool = True, *, weights: Optional[str] = None):
-        if cfg is None and weights is None:
-            raise ValueError("LOCEFineTune needs a cfg or weights")
-        self.cfg = cfg
-        self.weights = cfg.MODEL.WEIGHTS if cfg is not None else weights
-        self._keys = _YAML_KEYS if cfg is not None else _LAZY_KEYS
+        Raises ConfigError at construction when ``weights`` is empty and there is nothing to
+        resume from."""
+        _check_weights(weights, output_dir, option_names)
+        self.weights = weights
         self.reset_scores = bool(reset_scores)
+        self._option_names = tuple(option_names)
+
+    @classmethod
+    def from_config(cls, cfg):
+        return {"weights": cfg.MODEL.WEIGHTS, "output_dir": cfg.OUTPUT_DIR,
+                "reset_scores": cfg.MODEL.LOCE.RESET_SCORES_AT_START,
+                "option_names": YAML_OPTION_NAMES}
 
     def before_train(self):
         if self.trainer.start_iter > 0:
             return  # resumed: weights, optimizer and mean scores come from the checkpoint
+        switch, weights_key, _ = self._option_names
         if not self.weights:
-            switch, weights_key, _ = self._keys
             raise ConfigError(
                 "{} starts from iteration 0 with empty {} (was --resume forgotten?): pass the "
                 "stage-1 model_final.pth as {}".format(switch, weights_key, weights_key))
@@ -127,7 +141,6 @@ class LOCEFineTune(HookBase):
                             "checkpoint); the fine-tune starts from fresh scores, as "
                             "RESET_SCORES_AT_START does for any checkpoint.", self.weights)
         elif has_scores is False:
-            switch, weights_key, _ = self._keys
             raise ConfigError(
                 "{} with RESET_SCORES_AT_START off keeps the stage-1 mean scores, but {} = {} holds "
                 "none (no '{}': not a LOCE stage-1 checkpoint). Pass a LOCE stage-1 "
@@ -209,22 +222,23 @@ class FeatureMemoryHook(HookBase):
     """MFS's memory: allocation + class-balanced pre-fill (``before_train``) and the per-step
     class / row sampling (``before_step``). See the module docstring."""
 
-    def __init__(self, cfg=None, queue_size=80, num_classes_per_step=8, samples_per_class=4,
-                 device="cpu", dtype="float32", prefill_images_per_class=5, prefill_batch_size=8,
-                 *, dataset_names: Optional[Sequence[str]] = None, mapper=None):
-        """``cfg``: a YAML config, for the pre-fill's images (``DATASETS.TRAIN``) and mapper
-        (``CheckedDatasetMapper(cfg, is_train=True)``). Without one (lazy configs), pass
-        ``dataset_names`` and ``mapper`` (a training mapper, e.g. the train loader's); either
-        overrides the cfg's."""
-        if cfg is None and (dataset_names is None or mapper is None):
-            if int(prefill_images_per_class) > 0:
-                raise ValueError("FeatureMemoryHook needs a cfg, or dataset_names and a mapper")
-        self.cfg = cfg
-        if dataset_names is None and cfg is not None:
-            dataset_names = cfg.DATASETS.TRAIN
-        if isinstance(dataset_names, str):
-            dataset_names = [dataset_names]
-        self.dataset_names = list(dataset_names) if dataset_names is not None else None
+    @configurable
+    def __init__(self, *, dataset_names: Sequence[str], mapper, queue_size: int,
+                 num_classes_per_step: int, samples_per_class: int, device: str, dtype: str,
+                 prefill_images_per_class: int, prefill_batch_size: int):
+        """
+        Args:
+            dataset_names: the training datasets the pre-fill draws its images from.
+            mapper: a training mapper (dataset dict -> model input) for the pre-fill.
+            queue_size: rows stored per class.
+            num_classes_per_step, samples_per_class: ``k`` classes drawn per step, ``m`` rows of
+                each.
+            device, dtype: where and how the memory is stored ("" device: the model's).
+            prefill_images_per_class: images per class of the pre-fill (0: none).
+            prefill_batch_size: images per forward pass of the pre-fill.
+        """
+        self.dataset_names = [dataset_names] if isinstance(dataset_names, str) else list(
+            dataset_names)
         self.mapper = mapper
         self.queue_size = int(queue_size)
         self.k = int(num_classes_per_step)
@@ -235,11 +249,30 @@ class FeatureMemoryHook(HookBase):
         self.prefill_batch_size = int(prefill_batch_size)
         self.memory: Optional[FeatureMemory] = None
 
+    @classmethod
+    def from_config(cls, cfg):
+        mfs = cfg.MODEL.LOCE.MFS
+        return {
+            "dataset_names": list(cfg.DATASETS.TRAIN),
+            "mapper": CheckedDatasetMapper(cfg, is_train=True),
+            "queue_size": mfs.QUEUE_SIZE,
+            "num_classes_per_step": mfs.NUM_CLASSES,
+            "samples_per_class": mfs.SAMPLES_PER_CLASS,
+            "device": mfs.DEVICE,
+            "dtype": mfs.DTYPE,
+            "prefill_images_per_class": mfs.PREFILL_IMAGES_PER_CLASS,
+            "prefill_batch_size": mfs.PREFILL_BATCH_SIZE,
+        }
+
     def _model_device(self):
         return next(_unwrap(self.trainer.model).parameters()).device
 
     def before_train(self):
-        heads = _loce_heads(self.trainer.model)
+        model = _unwrap(self.trainer.model)
+        heads = _loce_heads(model)
+        if any(p.requires_grad for p in getattr(model, "backbone", nn.Module()).parameters()):
+            logger.warning("LOCE MFS with a backbone that trains (not frozen for the fine-tune): "
+                           "stored features go stale as the backbone changes")
         device = self.device or self._model_device()
         self.memory = FeatureMemory(
             heads.num_classes, queue_size=self.queue_size,
@@ -257,10 +290,7 @@ class FeatureMemoryHook(HookBase):
                                            self.prefill_images_per_class, seed=comm.get_rank())
         logger.info("LOCE memory pre-fill: %d images (up to %d per class) ...", len(idx),
                     self.prefill_images_per_class)
-        mapper = self.mapper
-        if mapper is None:
-            mapper = CheckedDatasetMapper(self.cfg, is_train=True)
-        return prefill_feature_memory(self.trainer.model, [dicts[i] for i in idx], mapper,
+        return prefill_feature_memory(self.trainer.model, [dicts[i] for i in idx], self.mapper,
                                       batch_size=self.prefill_batch_size)
 
     def sample_batch(self) -> MemoryBatch:
@@ -288,85 +318,10 @@ def build_loce_hooks(trainer):
     loce = cfg.MODEL.LOCE
     hooks = []
     if loce.FINETUNE:
-        check_finetune_weights(cfg)
-        hooks.append(LOCEFineTune(cfg, reset_scores=loce.RESET_SCORES_AT_START))
+        hooks.append(LOCEFineTune(cfg))
     if loce.MFS.ENABLED:
         if cfg.MODEL.ROI_HEADS.NAME != "LOCEROIHeads":
             raise ConfigError("MODEL.LOCE.MFS needs MODEL.ROI_HEADS.NAME 'LOCEROIHeads', got {!r}"
                               .format(cfg.MODEL.ROI_HEADS.NAME))
-        if not loce.FINETUNE or "backbone" not in list(loce.FREEZE):
-            logger.warning("LOCE MFS without a frozen backbone (MODEL.LOCE.FINETUNE / FREEZE): "
-                           "stored features go stale as the backbone trains")
-        mfs = loce.MFS
-        hooks.append(FeatureMemoryHook(
-            cfg, queue_size=mfs.QUEUE_SIZE, num_classes_per_step=mfs.NUM_CLASSES,
-            samples_per_class=mfs.SAMPLES_PER_CLASS, device=mfs.DEVICE, dtype=mfs.DTYPE,
-            prefill_images_per_class=mfs.PREFILL_IMAGES_PER_CLASS,
-            prefill_batch_size=mfs.PREFILL_BATCH_SIZE,
-        ))
+        hooks.append(FeatureMemoryHook(cfg))
     return hooks or None
-
-
-def _get(node, key, default=None):
-    return node.get(key, default) if hasattr(node, "get") else default
-
-
-def _loce_train_cfg(train_cfg):
-    loce = _get(train_cfg, "loce", None)
-    return loce if loce else None
-
-
-def loce_freeze_from_train_cfg(train_cfg, model: nn.Module) -> List[str]:
-    """For lazy configs, before the optimizer and DDP: with ``train.loce.finetune``, checks that
-    stage 2 has weights to start from (``train.init_checkpoint`` or a checkpoint in
-    ``train.output_dir``; else a ConfigError) and freezes ``train.loce.freeze`` (default: the
-    backbone and the shared box FCs). Returns the frozen parameter names ([] when off)."""
-    from ..modeling.freeze import freeze_modules
-
-    loce = _loce_train_cfg(train_cfg)
-    if loce is None or not _get(loce, "finetune", False):
-        return []
-    _check_weights(_get(train_cfg, "init_checkpoint", ""), _get(train_cfg, "output_dir", "."),
-                   _LAZY_KEYS)
-    frozen = freeze_modules(model, list(_get(loce, "freeze", ["backbone", "roi_heads.box_head"])))
-    logger.info("LOCE fine-tune: %d parameters frozen", len(frozen))
-    return frozen
-
-
-def loce_hooks_from_train_cfg(train_cfg, dataset_names: Sequence[str], mapper) -> List[HookBase]:
-    """For lazy configs: the hooks described by ``train.loce`` (the twin of ``MODEL.LOCE``'s
-    trainer options, keys in lower case), [] when it is absent::
-
-        train.loce = dict(finetune=True, freeze=["backbone", "roi_heads.box_head"],
-                          reset_scores_at_start=True,
-                          mfs=dict(enabled=True, queue_size=80, num_classes=8, samples_per_class=4,
-                                   device="", dtype="float32", prefill_images_per_class=5,
-                                   prefill_batch_size=8))
-
-    ``dataset_names`` and ``mapper``: the training datasets and a training mapper, for MFS's
-    pre-fill. The freezing itself is :func:`loce_freeze_from_train_cfg` (before the optimizer)."""
-    loce = _loce_train_cfg(train_cfg)
-    if loce is None:
-        return []
-    hooks: List[HookBase] = []
-    finetune = bool(_get(loce, "finetune", False))
-    if finetune:
-        _check_weights(_get(train_cfg, "init_checkpoint", ""), _get(train_cfg, "output_dir", "."),
-                       _LAZY_KEYS)
-        hooks.append(LOCEFineTune(weights=_get(train_cfg, "init_checkpoint", ""),
-                                  reset_scores=_get(loce, "reset_scores_at_start", True)))
-    mfs = _get(loce, "mfs", None)
-    if mfs and _get(mfs, "enabled", False):
-        if not finetune or "backbone" not in list(_get(loce, "freeze", ["backbone"])):
-            logger.warning("LOCE MFS without a frozen backbone (train.loce.finetune / freeze): "
-                           "stored features go stale as the backbone trains")
-        hooks.append(FeatureMemoryHook(
-            None, queue_size=_get(mfs, "queue_size", 80),
-            num_classes_per_step=_get(mfs, "num_classes", 8),
-            samples_per_class=_get(mfs, "samples_per_class", 4), device=_get(mfs, "device", "cpu"),
-            dtype=_get(mfs, "dtype", "float32"),
-            prefill_images_per_class=_get(mfs, "prefill_images_per_class", 5),
-            prefill_batch_size=_get(mfs, "prefill_batch_size", 8),
-            dataset_names=dataset_names, mapper=mapper,
-        ))
-    return hooks

@@ -74,7 +74,7 @@ def check_datasets(names):
             path = meta.get(field, None)
             if path and not os.path.exists(path):
                 hint = (
-                    "generate it with `make data` (or python -m libra_d2.data.lt_shapes)"
+                    "generate it with `make data` (or python datasets/prepare_lt_shapes.py)"
                     if name.startswith("lt_shapes")
                     else "see datasets/README.md for the expected layout under $DETECTRON2_DATASETS"
                 )

@@ -24,7 +24,8 @@ from detectron2.utils.events import get_event_storage
 from ..utils.events import flush_deferred_scalars
 from .divergence import EXPLOSION_FACTOR, WINDOW, loss_explosion, stop_after_divergence
 
-__all__ = ["LibraTrainLoop", "capture_rng_state", "restore_rng_state", "preserved_torch_rng"]
+__all__ = ["AfterBackwardHooks", "LibraTrainLoop", "capture_rng_state", "restore_rng_state",
+           "preserved_torch_rng"]
 
 
 def capture_rng_state():
@@ -88,12 +89,28 @@ class _DeferredIterable:
         yield from it
 
 
-class LibraTrainLoop(SimpleTrainer):
+class AfterBackwardHooks:
+    """A trainer mixin: ``after_backward()`` runs the ``after_backward`` of every registered hook,
+    in registration order, on every Detectron2 version (main's ``TrainerBase`` has the same
+    method; 0.6 has none). It keeps its own list of those hooks from ``register_hooks``."""
+
+    def register_hooks(self, hooks):
+        hooks = [h for h in hooks if h is not None]
+        super().register_hooks(hooks)
+        self.after_backward_hooks = list(getattr(self, "after_backward_hooks", [])) + [
+            h for h in hooks if callable(getattr(h, "after_backward", None))]
+
+    def after_backward(self):
+        for h in getattr(self, "after_backward_hooks", []):
+            h.after_backward()
+
+
+class LibraTrainLoop(AfterBackwardHooks, SimpleTrainer):
     """``SimpleTrainer`` / ``AMPTrainer`` in one class, with ``after_backward`` hooks.
 
     Args:
-        hook_owner: the trainer whose hooks get ``after_backward`` (the outer ``DefaultTrainer``);
-            default: this loop itself.
+        hook_owner: the trainer whose hooks get ``after_backward`` (the outer ``DefaultTrainer``,
+            an :class:`AfterBackwardHooks`); default: this loop itself.
         amp: autocast the forward pass (fp16 + GradScaler on CUDA, bf16 on CPU).
     """
 
@@ -113,10 +130,10 @@ class LibraTrainLoop(SimpleTrainer):
         )
 
     def after_backward(self):
-        for h in self.hook_owner._hooks:
-            fn = getattr(h, "after_backward", None)
-            if fn is not None:
-                fn()
+        if self.hook_owner is self:
+            super().after_backward()
+        else:
+            self.hook_owner.after_backward()
 
     def run_step(self):
         try:

@@ -14,14 +14,14 @@ from ..solver import build_optimizer_with_clipping
 from ..utils.compat import DEFAULT_TRAINER_CHECKPOINTS_OPTIMIZER, create_ddp_model
 from .hooks import ExactResume, ProgressBar, build_method_hooks
 from .rank_consistency import RankConsistencyCheck
-from .train_loop import LibraTrainLoop, capture_rng_state, restore_rng_state
+from .train_loop import AfterBackwardHooks, LibraTrainLoop, capture_rng_state, restore_rng_state
 
 __all__ = ["LibraTrainer"]
 
 logger = logging.getLogger(__name__)
 
 
-class LibraTrainer(DefaultTrainer):
+class LibraTrainer(AfterBackwardHooks, DefaultTrainer):
     """Detectron2's ``DefaultTrainer`` with:
 
     * evaluators chosen from the dataset's ``evaluator_type`` (COCO, LVIS, Pascal VOC);
@@ -50,7 +50,8 @@ class LibraTrainer(DefaultTrainer):
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model(model, broadcast_buffers=False)
         self._trainer = LibraTrainLoop(
-            model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED, hook_owner=self
+            model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED,
+            hook_owner=weakref.proxy(self),
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = SafeCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))

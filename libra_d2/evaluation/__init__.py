@@ -1,6 +1,6 @@
 from .build import SUPPORTED_EVALUATOR_TYPES, build_evaluator
-from .lvis_numpy_compat import patch_lvis_numpy_aliases
+from ..utils.compat import patch_lvis_numpy_aliases
 
-patch_lvis_numpy_aliases()
+patch_lvis_numpy_aliases()  # lvis on current NumPy (see libra_d2.utils.compat)
 
-__all__ = ["build_evaluator", "patch_lvis_numpy_aliases", "SUPPORTED_EVALUATOR_TYPES"]
+__all__ = ["build_evaluator", "SUPPORTED_EVALUATOR_TYPES"]

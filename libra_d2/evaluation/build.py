@@ -9,8 +9,7 @@ from detectron2.evaluation import (
     PascalVOCDetectionEvaluator,
 )
 
-from ..utils.compat import HAS_FAST_COCOEVAL
-from .lvis_numpy_compat import patch_lvis_numpy_aliases
+from ..utils.compat import HAS_FAST_COCOEVAL, patch_lvis_numpy_aliases
 
 SUPPORTED_EVALUATOR_TYPES = ("coco", "lvis", "pascal_voc")
 

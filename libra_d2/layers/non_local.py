@@ -25,9 +25,9 @@ from torch import nn
 
 from detectron2.layers import Conv2d, get_norm
 
-__all__ = ["NonLocal2d", "embedded_gaussian_attention"]
+from ..utils.compat import HAS_SDPA
 
-_HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
+__all__ = ["NonLocal2d", "embedded_gaussian_attention"]
 
 
 def embedded_gaussian_attention(theta, phi, g, scale=1.0, use_sdpa=True):
@@ -41,7 +41,7 @@ def embedded_gaussian_attention(theta, phi, g, scale=1.0, use_sdpa=True):
     Returns:
         Tensor of shape (B, N, C').
     """
-    if use_sdpa and _HAS_SDPA:
+    if use_sdpa and HAS_SDPA:
         dim = theta.shape[-1]
         # SDPA scales by 1/sqrt(C') by default; fold our scale into the queries instead of passing
         # ``scale=`` (a keyword that older PyTorch 2.0 lacks).

@@ -12,10 +12,8 @@ Both derive from :class:`ClassStatistics`, which holds the shared logic:
 * the statistics are registered as persistent buffers, so they are part of the model's ``state_dict``
   (saved / resumed by Detectron2's ``DetectionCheckpointer``), move with ``.to(device)``, and load with
   ``torch.load(..., weights_only=True)``. They stay fp32 even if the model is cast with ``.half()``;
-* a process-group-safe SUM all-reduce (:func:`all_reduce_sum`): a no-op when ``torch.distributed`` is
-  unavailable, not initialised or has a single process; otherwise ``torch.distributed.all_reduce`` on the
-  buffer's device, going through a host (or current-CUDA-device) copy when the group's backend cannot
-  handle that device (gloo: CPU tensors, nccl: CUDA tensors);
+* a process-group-safe SUM all-reduce (:func:`libra_d2.utils.comm.all_reduce_sum`, a no-op on a
+  single process);
 * :meth:`ClassStatistics.log_to_storage`, which writes per-frequency-group means (``{prefix}/r``,
   ``{prefix}/c``, ``{prefix}/f``) into Detectron2's current ``EventStorage``, when one is active;
 * :meth:`ClassStatistics.reset`.
@@ -25,16 +23,15 @@ are identical on all processes (so Detectron2's DDP buffer broadcast from rank 0
 equal what one process seeing the whole (global) batch would have computed.
 """
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
+from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
+from ..utils.comm import all_reduce_sum
+
 __all__ = [
-    "is_distributed",
-    "get_world_size",
-    "all_reduce_sum",
     "log_to_storage",
     "ClassStatistics",
     "ClassGradientRatio",
@@ -45,68 +42,10 @@ FREQUENCY_GROUPS = ("r", "c", "f")
 
 
 # ----------------------------------------------------------------------------------------------------
-# distributed helpers
-# ----------------------------------------------------------------------------------------------------
-def is_distributed() -> bool:
-    """True when ``torch.distributed`` is available and a default process group is initialised."""
-    return dist.is_available() and dist.is_initialized()
-
-
-def get_world_size(group=None) -> int:
-    """Number of processes in ``group`` (default group); 1 without an initialised process group."""
-    if not is_distributed():
-        return 1
-    return dist.get_world_size(group)
-
-
-def _backend_device_types(group=None) -> Optional[set]:
-    """Device types the group's backend can reduce, or None when unknown (then reduce as is)."""
-    backend = str(dist.get_backend(group)).lower()
-    if ":" in backend:  # multi-device group, e.g. "cpu:gloo,cuda:nccl"
-        return {item.split(":", 1)[0].strip() for item in backend.split(",") if ":" in item}
-    if backend == "gloo":
-        return {"cpu"}
-    if backend == "nccl":
-        return {"cuda"}
-    return None
-
-
-@torch.no_grad()
-def all_reduce_sum(tensor: Tensor, group=None) -> Tensor:
-    """SUM-all-reduce ``tensor`` in place across the processes of ``group`` and return it.
-
-    Safe everywhere: without an initialised process group (or with one process) it returns ``tensor``
-    untouched. The reduction runs on the tensor's own device when the backend supports it; a CUDA tensor
-    meeting a gloo group is reduced through a CPU copy, a CPU tensor meeting an nccl group through a copy
-    on the current CUDA device, and the result is copied back into ``tensor``.
-    """
-    if get_world_size(group) == 1:
-        return tensor
-    device_types = _backend_device_types(group)
-    if device_types is None or tensor.device.type in device_types:
-        if tensor.is_contiguous():
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
-            return tensor
-        target = tensor.device
-    elif "cpu" in device_types:
-        target = torch.device("cpu")
-    else:
-        target = torch.device("cuda", torch.cuda.current_device())
-    work = tensor.detach().to(device=target, copy=True).contiguous()
-    dist.all_reduce(work, op=dist.ReduceOp.SUM, group=group)
-    tensor.copy_(work)
-    return tensor
-
-
-# ----------------------------------------------------------------------------------------------------
 # logging
 # ----------------------------------------------------------------------------------------------------
 def _current_event_storage():
-    """Detectron2's active ``EventStorage`` or None (outside a storage context / without Detectron2)."""
-    try:
-        from detectron2.utils.events import get_event_storage
-    except ImportError:  # pragma: no cover - detectron2 is a hard dependency of the project
-        return None
+    """Detectron2's active ``EventStorage`` or None (outside a storage context)."""
     try:
         return get_event_storage()
     except (AssertionError, IndexError):  # IndexError when asserts are stripped (python -O)

@@ -21,7 +21,11 @@ back to the host for this (``put_scalar_deferred``).
 YAML: :meth:`LibraTrainer.build_optimizer` applies :func:`maybe_add_gradient_clipping`. Lazy
 configs set ``train.clip_gradients = dict(enabled=True, clip_type="full_model", clip_value=35.0,
 norm_type=2.0)`` (the keys of ``SOLVER.CLIP_GRADIENTS``, lower case), applied by the launcher
-through :func:`add_gradient_clipping_from_train_cfg`.
+through :func:`add_gradient_clipping_from_train_cfg`. That dict has no defaults of its own: it is
+read over Detectron2's ``SOLVER.CLIP_GRADIENTS`` (unknown keys are refused), so both config kinds
+reach :func:`maybe_add_gradient_clipping` with the same defaults. It is a ``train`` option rather
+than a LazyCall wrapping ``optimizer`` so that Detectron2's usual ``optimizer.lr=...`` overrides and
+``optimizer.params.model`` keep their paths.
 """
 import copy
 import itertools

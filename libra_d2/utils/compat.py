@@ -1,12 +1,16 @@
-"""Everything that differs between Detectron2 0.6 (the PyPI source release) and Detectron2 main.
+"""Every difference between the versions libra_d2 runs on, in one place: Detectron2 0.6 (the PyPI
+source release) and Detectron2 main, torch releases, and lvis on current NumPy.
 
-Both report ``__version__ == "0.6"``, so every difference is detected by feature, never by version.
-This module is the single place that knows about them.
+Both Detectron2s report ``__version__ == "0.6"``, so every difference is detected by feature, never
+by version. This module is the single place that knows about them.
 """
 import functools
 import importlib
 import inspect
 import logging
+import types
+
+import numpy as np
 
 import torch.distributed as dist
 from detectron2.utils import comm
@@ -167,6 +171,47 @@ def retinanet_head_norm(norm):
         return get_norm(norm, 32 if channels == 1 else channels)
 
     return build
+
+
+def _torch_has_sdpa() -> bool:
+    import torch.nn.functional as F
+
+    return hasattr(F, "scaled_dot_product_attention")
+
+
+#: ``torch.nn.functional.scaled_dot_product_attention`` exists (torch >= 2.0): the non-local
+#: block's attention uses it.
+HAS_SDPA = _torch_has_sdpa()
+
+
+# lvis 0.5.3 (the newest release) uses ``np.float`` in ``LVISEval.accumulate``; NumPy >= 1.24
+# removed that alias, so every LVIS evaluation (Detectron2's ``LVISEvaluator`` included, on any
+# Detectron2 version) fails with AttributeError. Instead of touching NumPy globally, ``lvis.eval``
+# gets its own view of NumPy in which the removed aliases mean what they always meant (builtins).
+_REMOVED_ALIASES = {"float": float, "int": int, "bool": bool, "object": object, "str": str}
+
+
+class _NumpyWithAliases(types.ModuleType):
+    """A stand-in for the ``numpy`` module: attribute reads fall through to NumPy itself."""
+
+    def __init__(self):
+        super().__init__("numpy")
+        self.__dict__.update(_REMOVED_ALIASES)
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def patch_lvis_numpy_aliases() -> bool:
+    """Give ``lvis.eval`` the removed NumPy aliases. Returns True if a patch was applied."""
+    try:
+        import lvis.eval as lvis_eval
+    except ImportError:
+        return False
+    if all(hasattr(lvis_eval.np, k) for k in _REMOVED_ALIASES):
+        return False  # old NumPy, or already patched
+    lvis_eval.np = _NumpyWithAliases()
+    return True
 
 
 def feature_report():

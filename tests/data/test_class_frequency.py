@@ -1,11 +1,8 @@
 """Class frequencies of the training sets: images per class and LVIS's frequency groups."""
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from libra_d2.data.class_frequency import (
-    frequency_group_of,
-    training_class_image_counts,
-    training_frequency_groups,
-)
+from libra_d2.data.class_frequency import training_class_image_counts, training_frequency_groups
+from libra_d2.data.frequency_groups import frequency_group_of
 
 
 def test_training_frequency_groups_from_metadata():

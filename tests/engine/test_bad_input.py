@@ -50,7 +50,7 @@ def test_unknown_dataset_name(lt_shapes_tiny):
 
 
 def test_missing_dataset_files(tmp_path):
-    from libra_d2.data.lt_shapes import register_lt_shapes
+    from libra_d2.data.datasets.lt_shapes import register_lt_shapes
 
     register_lt_shapes(str(tmp_path / "nowhere" / "lt_shapes"))
     try:
@@ -62,7 +62,7 @@ def test_missing_dataset_files(tmp_path):
 
 
 def test_empty_annotation_file(tmp_path, lt_shapes_tiny):
-    from libra_d2.data.lt_shapes import register_lt_shapes
+    from libra_d2.data.datasets.lt_shapes import register_lt_shapes
 
     root = tmp_path / "lt_shapes"
     shutil.copytree(os.path.join(lt_shapes_tiny, "lt_shapes"), root)

@@ -20,8 +20,6 @@ from libra_d2.engine.loce import (
     check_finetune_weights,
     checkpoint_has_mean_scores,
     class_balanced_image_indices,
-    loce_freeze_from_train_cfg,
-    loce_hooks_from_train_cfg,
 )
 from libra_d2.modeling.freeze import freeze_modules, is_frozen_norm
 from tiny_models import fixed_batched_inputs, random_batched_inputs, tiny_cfg
@@ -192,35 +190,41 @@ def test_tiny_stage1_then_stage2_end_to_end(run_script, tmp_path):
     assert DatasetCatalog  # registered datasets untouched
 
 
-def test_lazy_train_loce_hooks_and_freeze(tmp_path):
-    from detectron2.config import LazyConfig, instantiate
+def test_lazy_train_hooks_are_the_loce_hooks(tmp_path):
+    """The lazy twin lists LOCE's hooks in ``train.hooks``: built by the same constructors as the
+    YAML ones, with the run's options by interpolation (overrides follow), and the stage-2 check
+    at construction."""
+    from detectron2.config import LazyConfig, get_cfg, instantiate
+
+    from libra_d2.config import add_libra_config
 
     cfg = LazyConfig.load(os.path.join(REPO_ROOT, LAZY_STAGE2))
     cfg.train.output_dir = str(tmp_path)
-    model = instantiate(cfg.model)
     cfg.train.init_checkpoint = ""
     with pytest.raises(ConfigError, match="train.init_checkpoint is empty"):
-        loce_freeze_from_train_cfg(cfg.train, model)
-    with pytest.raises(ConfigError, match="train.init_checkpoint is empty"):
-        loce_hooks_from_train_cfg(cfg.train, ["lt_shapes_train"], mapper=None)
-    cfg.train.init_checkpoint = "stage1.pth"
-    frozen = loce_freeze_from_train_cfg(cfg.train, model)
-    assert frozen and all(n.startswith(("backbone.", "roi_heads.box_head.")) for n in frozen)
-    assert {n for n, p in model.named_parameters() if not p.requires_grad} == set(frozen)
-    mapper = object()
-    hooks = loce_hooks_from_train_cfg(cfg.train, ["lt_shapes_train"], mapper)
+        instantiate(cfg.train.hooks[0])
+    cfg = LazyConfig.apply_overrides(cfg, ["train.init_checkpoint=stage1.pth",
+                                           "dataloader.train.dataset.names=lt_shapes_val"])
+    hooks = [instantiate(h) for h in cfg.train.hooks]
     assert [type(h) for h in hooks] == [LOCEFineTune, FeatureMemoryHook]
     assert hooks[0].weights == "stage1.pth" and hooks[0].reset_scores
     mfs = hooks[1]
-    assert (mfs.queue_size, mfs.k, mfs.m, mfs.device, mfs.prefill_images_per_class) == (80, 8, 4, "", 5)
-    assert mfs.dataset_names == ["lt_shapes_train"] and mfs.mapper is mapper and mfs.cfg is None
-    # off: no hooks, nothing frozen
-    cfg.train.loce.finetune = False
-    cfg.train.loce.mfs.enabled = False
-    assert loce_hooks_from_train_cfg(cfg.train, ["lt_shapes_train"], mapper) == []
-    assert loce_freeze_from_train_cfg(cfg.train, instantiate(cfg.model)) == []
-    del cfg.train["loce"]
-    assert loce_hooks_from_train_cfg(cfg.train, ["lt_shapes_train"], mapper) == []
+    assert mfs.dataset_names == ["lt_shapes_val"]
+    assert type(mfs.mapper).__name__ == type(instantiate(cfg.dataloader.train.mapper)).__name__
+    # the same options as the YAML twin's MODEL.LOCE.MFS
+    yaml_cfg = get_cfg()
+    add_libra_config(yaml_cfg)
+    yaml_cfg.merge_from_file(os.path.join(REPO_ROOT, STAGE2.replace("mask", "faster")))
+    yaml_cfg.DATASETS.TRAIN = ("lt_shapes_train",)
+    yaml_mfs = FeatureMemoryHook(yaml_cfg)
+    for key in ("queue_size", "k", "m", "device", "dtype", "prefill_images_per_class",
+                "prefill_batch_size"):
+        assert getattr(mfs, key) == getattr(yaml_mfs, key), key
+    assert list(cfg.train.freeze) == list(yaml_cfg.MODEL.LOCE.FREEZE)
+    # a run to resume from in the output folder stands in for the weights
+    (tmp_path / "last_checkpoint").write_text("model_0000001.pth")
+    cfg.train.init_checkpoint = ""
+    assert instantiate(cfg.train.hooks[0]).weights == ""
 
 
 def test_lazy_stage2_end_to_end(run_script, tmp_path):
@@ -231,7 +235,7 @@ def test_lazy_stage2_end_to_end(run_script, tmp_path):
     proc = run_script(
         "projects/lazy_train_net.py", "--config-file", LAZY_STAGE2, "train.max_iter=3",
         "train.init_checkpoint=" + str(s1 / "model_final.pth"), "train.output_dir=" + str(s2),
-        "train.loce.mfs.prefill_images_per_class=1", "model.roi_heads.box_predictor.log_period=1",
+        "train.hooks.1.prefill_images_per_class=1", "model.roi_heads.box_predictor.log_period=1",
         "dataloader.train.mapper.augmentations.0.short_edge_length=64",
         "dataloader.train.mapper.augmentations.0.max_size=64",
         "dataloader.test.mapper.augmentations.0.short_edge_length=64",

@@ -121,7 +121,7 @@ def test_num_pos_normalizer_all_reduced(monkeypatch):
     torch.testing.assert_close(single["loss_box_reg"], box / num_pos)
 
     # Two processes, the other one with 10 positives: normaliser (num_pos + 10) / 2.
-    monkeypatch.setattr(efl_module, "get_world_size", lambda group=None: 2)
+    monkeypatch.setattr(efl_module.comm, "get_world_size", lambda: 2)
     monkeypatch.setattr(efl_module, "all_reduce_sum", lambda t, group=None: t.add_(10.0))
     with EventStorage():
         double = model.losses(*case)

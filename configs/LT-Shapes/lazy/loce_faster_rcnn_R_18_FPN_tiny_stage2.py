@@ -5,15 +5,17 @@ fine-tuned for 150 iterations from the stage-1 model (``train.init_checkpoint``:
 model_final.pth of loce_faster_rcnn_R_18_FPN_tiny_stage1.yaml, whose state-dict keys this model
 shares) with the backbone (incl. FPN) and the shared box FCs frozen.
 
-The fine-tune and the feature memory are trainer hooks, not model parts: ``train.loce`` holds
-``MODEL.LOCE``'s trainer options in lower case and is read by projects/lazy_train_net.py
-(``libra_d2.engine.loce.loce_freeze_from_train_cfg`` freezes before the optimizer,
-``loce_hooks_from_train_cfg`` adds the hooks; MFS pre-fills from the train loader's datasets with
-its mapper). Overrides: ``train.loce.mfs.enabled=False``, ``train.loce.finetune=False``,
-``model.roi_heads.box_predictor.use_equilibrium_loss=False``.
+The fine-tune and the feature memory are trainer hooks, not model parts: ``train.hooks`` lists
+them as LazyCalls (the hooks YAML configs build from ``MODEL.LOCE``), and ``train.freeze`` names the
+modules projects/lazy_train_net.py freezes before the optimizer and DDP see the parameters. The
+hooks take the run's weights, output folder, training datasets and mapper by interpolation, so
+overriding those options moves the hooks with them. Overrides: ``train.hooks.1.queue_size=40``,
+``model.roi_heads.box_predictor.use_equilibrium_loss=False``; neither hook nor freezing:
+``"train.hooks=[]" "train.freeze=[]"``; MFS off: drop the FeatureMemoryHook entry below.
 """
 from detectron2.config import LazyCall as L
 
+from libra_d2.engine.loce import FeatureMemoryHook, LOCEFineTune
 from libra_d2.modeling.matcher import MaxIoUMatcher
 from libra_d2.data.class_frequency import training_frequency_groups
 from libra_d2.modeling.roi_heads.loce_roi_heads import LOCEFastRCNNOutputLayers, LOCEROIHeads
@@ -35,21 +37,25 @@ model.roi_heads.box_predictor.frequency_groups = L(training_frequency_groups)(
 model.roi_heads.box_predictor.log_period = 20
 
 train.init_checkpoint = "output/lt_shapes/loce_faster_rcnn_R_18_FPN_tiny_stage1/model_final.pth"
-train.loce = dict(
-    finetune=True,
-    freeze=["backbone", "roi_heads.box_head"],
-    reset_scores_at_start=True,
-    mfs=dict(
-        enabled=True,
+train.freeze = ["backbone", "roi_heads.box_head"]
+train.hooks = [
+    L(LOCEFineTune)(
+        weights="${train.init_checkpoint}",
+        output_dir="${train.output_dir}",
+        reset_scores=True,  # fresh mean scores for the fine-tune
+    ),
+    L(FeatureMemoryHook)(
+        dataset_names="${dataloader.train.dataset.names}",  # pre-filled from these images
+        mapper="${dataloader.train.mapper}",
         queue_size=80,
-        num_classes=8,  # k classes drawn per step, p ~ 1 / s
+        num_classes_per_step=8,  # k classes drawn per step, p ~ 1 / s
         samples_per_class=4,  # m rows per drawn class
         device="",  # the model's (CPU here)
         dtype="float32",
         prefill_images_per_class=5,
         prefill_batch_size=8,
     ),
-)
+]
 # 1/4 of stage 1's iterations, lr 0.02 dropped at 1/2 and 5/6
 train.max_iter = 150
 train.checkpointer = dict(period=50, max_to_keep=100)

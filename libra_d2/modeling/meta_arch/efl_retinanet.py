@@ -47,6 +47,7 @@ from detectron2.modeling.meta_arch.build import META_ARCH_REGISTRY
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes, Instances
 from detectron2.structures.boxes import matched_pairwise_iou
+from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
@@ -55,7 +56,8 @@ from ...utils.compat import retinanet_head_norm
 from ...utils.events import put_scalar_deferred
 from ...layers.equalized_focal_loss import EqualizedFocalLoss
 from ..atss_matcher import ATSSMatcher
-from ..class_statistics import all_reduce_sum, get_world_size, log_to_storage
+from ...utils.comm import all_reduce_sum
+from ..class_statistics import log_to_storage
 from ..matcher import build_matcher
 from .libra_retinanet import LibraRetinaNet
 
@@ -291,7 +293,7 @@ class EFLRetinaNet(LibraRetinaNet):
         if self.loss_normalizer_type == "ema":
             return self._update_loss_normalizer(num_pos_anchors)
         total = num_pos_anchors.double().reshape(1)
-        world_size = get_world_size()
+        world_size = comm.get_world_size()
         if world_size > 1:
             all_reduce_sum(total)
         return (total[0] / world_size).clamp(min=1.0).float()

@@ -1,21 +1,43 @@
 """``LibraROIHeads``: Detectron2's ``StandardROIHeads`` with Libra R-CNN's sample-level balance
 (IoU-balanced negatives; instance- or class-balanced positives) and its box predictor
 (:class:`LibraFastRCNNOutputLayers`). Masks work as in ``StandardROIHeads`` (Libra Mask R-CNN)."""
+from typing import List, NamedTuple, Sequence
+
 import torch
 from detectron2.config import configurable
 from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
-from detectron2.structures import pairwise_iou
+from detectron2.structures import Instances, pairwise_iou
 
 from ...utils.events import put_scalar_deferred
 from ..matcher import build_matcher
 from ..sampling import LibraSamplingConfig, sampling_config_from_cfg
 from .fast_rcnn import LibraFastRCNNOutputLayers
 
-__all__ = ["LibraROIHeads"]
+__all__ = ["ImageSample", "LibraROIHeads"]
 
 #: Negatives above this IoU are "hard" in the paper's Fig. 3; their share is logged every step.
 HARD_NEGATIVE_IOU = 0.05
+
+
+class ImageSample(NamedTuple):
+    """One R-CNN module's training sample of one image."""
+
+    #: the sampled proposals, with ``gt_classes`` and the matched ground truth's ``gt_*`` fields
+    instances: Instances
+    #: their indices among the image's proposals (ground truth appended)
+    indices: torch.Tensor
+    #: the max IoU with any ground truth of each sampled negative
+    negative_ious: torch.Tensor
+
+
+def sample_counts(samples: Sequence[ImageSample], num_classes: int):
+    """``(num_fg, num_bg)``: the mean number of sampled foreground / background RoIs per image, as
+    0-d tensors (no host synchronisation)."""
+    num_bg = torch.stack([(s.instances.gt_classes == num_classes).sum() for s in samples])
+    num_fg = torch.stack([torch.as_tensor(len(s.instances), device=num_bg.device)
+                          for s in samples]) - num_bg
+    return num_fg.float().mean(), num_bg.float().mean()
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -88,30 +110,41 @@ class LibraROIHeads(StandardROIHeads):
                     sampled.set(name, value[sampled_targets])
         return sampled
 
-    @torch.no_grad()
-    def label_and_sample_proposals(self, proposals, targets):
-        if self.proposal_append_gt:
-            proposals = add_ground_truth_to_proposals(targets, proposals)
-        proposals_with_gt, num_fg, num_bg, neg_ious = [], [], [], []
-        for proposals_per_image, targets_per_image in zip(proposals, targets):
-            quality = pairwise_iou(targets_per_image.gt_boxes, proposals_per_image.proposal_boxes)
-            matched_idxs, matched_labels, max_ious = self.proposal_matcher.match_with_quality(quality)
-            sampled_idxs, gt_classes, bg_ious = self._sample_proposals_balanced(
-                matched_idxs, matched_labels, max_ious, targets_per_image.gt_classes
-            )
-            proposals_per_image = self._sampled_instances(
-                proposals_per_image, targets_per_image, matched_idxs, sampled_idxs, gt_classes
-            )
-            num_bg.append((gt_classes == self.num_classes).sum())
-            num_fg.append(gt_classes.numel() - num_bg[-1])
-            neg_ious.append(bg_ious)
-            proposals_with_gt.append(proposals_per_image)
+    def _sample_modules(self, matched_idxs, matched_labels, max_ious, gt_classes):
+        """One ``(sampled_idxs, gt_classes, negative_ious)`` per R-CNN module of one image's matched
+        proposals (here one module; ``ParallelROIHeads`` samples for each of its modules)."""
+        return [self._sample_proposals_balanced(matched_idxs, matched_labels, max_ious, gt_classes)]
 
-        put_scalar_deferred("roi_head/num_fg_samples", torch.stack(num_fg).float().mean())
-        put_scalar_deferred("roi_head/num_bg_samples", torch.stack(num_bg).float().mean())
-        neg_ious = torch.cat(neg_ious)
+    def sample_image(self, proposals_per_image: Instances,
+                     targets_per_image: Instances) -> List[ImageSample]:
+        """Match one image's proposals to its ground truth once, then sample them for every R-CNN
+        module: one :class:`ImageSample` per module."""
+        quality = pairwise_iou(targets_per_image.gt_boxes, proposals_per_image.proposal_boxes)
+        matched_idxs, matched_labels, max_ious = self.proposal_matcher.match_with_quality(quality)
+        samples = self._sample_modules(
+            matched_idxs, matched_labels, max_ious, targets_per_image.gt_classes)
+        return [
+            ImageSample(self._sampled_instances(proposals_per_image, targets_per_image,
+                                                matched_idxs, idxs, classes), idxs, bg_ious)
+            for idxs, classes, bg_ious in samples
+        ]
+
+    def log_samples(self, samples: Sequence[ImageSample]) -> None:
+        """Detectron2's ``roi_head/num_fg_samples`` / ``num_bg_samples`` and the share of hard
+        negatives (IoU > ``HARD_NEGATIVE_IOU``) of one module's samples of a batch."""
+        num_fg, num_bg = sample_counts(samples, self.num_classes)
+        put_scalar_deferred("roi_head/num_fg_samples", num_fg)
+        put_scalar_deferred("roi_head/num_bg_samples", num_bg)
+        neg_ious = torch.cat([s.negative_ious for s in samples])
         if neg_ious.numel():
             put_scalar_deferred(
                 "roi_head/hard_neg_fraction", (neg_ious > HARD_NEGATIVE_IOU).float().mean()
             )
-        return proposals_with_gt
+
+    @torch.no_grad()
+    def label_and_sample_proposals(self, proposals, targets):
+        if self.proposal_append_gt:
+            proposals = add_ground_truth_to_proposals(targets, proposals)
+        samples = [self.sample_image(p, t)[0] for p, t in zip(proposals, targets)]
+        self.log_samples(samples)
+        return [s.instances for s in samples]

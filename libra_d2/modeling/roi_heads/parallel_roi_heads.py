@@ -50,12 +50,12 @@ import torch
 from detectron2.config import configurable
 from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
-from detectron2.structures import Boxes, Instances, pairwise_iou
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ...utils.events import put_scalar_deferred
-from .libra_roi_heads import HARD_NEGATIVE_IOU, LibraROIHeads
+from .libra_roi_heads import LibraROIHeads, sample_counts
 
 __all__ = ["ParallelROIHeads"]
 
@@ -212,6 +212,17 @@ class ParallelROIHeads(LibraROIHeads):
             out.append((sampled_idxs, labels[sampled_idxs], max_ious[negative[:q]]))
         return out
 
+    def _sample_modules(self, matched_idxs, matched_labels, max_ious, gt_classes):
+        """Every module's sample of one image: nested (see the module docstring) or each drawn
+        alone at its positive fraction."""
+        if self.nested_sampling and self.num_heads > 1 and self.sampling.is_random:
+            return self._sample_nested(matched_idxs, matched_labels, max_ious, gt_classes)
+        return [
+            self._sample_proposals_balanced(matched_idxs, matched_labels, max_ious, gt_classes,
+                                            positive_fraction=fraction)
+            for fraction in self.positive_fractions
+        ]
+
     @torch.no_grad()
     def _label_and_sample_union(self, proposals: List[Instances], targets: List[Instances]):
         """Match the proposals once, then sample them once per module.
@@ -226,62 +237,28 @@ class ParallelROIHeads(LibraROIHeads):
         if self.proposal_append_gt:
             proposals = add_ground_truth_to_proposals(targets, proposals)
         n = self.num_heads
-        nested = self.nested_sampling and n > 1 and self.sampling.is_random
-        out = [[] for _ in range(n)]
-        num_fg = [[] for _ in range(n)]
-        num_bg = [[] for _ in range(n)]
-        neg_ious = [[] for _ in range(n)]
+        per_image = [self.sample_image(p, t) for p, t in zip(proposals, targets)]
+        per_head = [[samples[k] for samples in per_image] for k in range(n)]
         union, rows, offset = [], [[] for _ in range(n)], 0
-        for proposals_per_image, targets_per_image in zip(proposals, targets):
-            quality = pairwise_iou(targets_per_image.gt_boxes, proposals_per_image.proposal_boxes)
-            matched_idxs, matched_labels, max_ious = self.proposal_matcher.match_with_quality(
-                quality
-            )
-            if nested:
-                samples = self._sample_nested(
-                    matched_idxs, matched_labels, max_ious, targets_per_image.gt_classes
-                )
-            else:
-                samples = [
-                    self._sample_proposals_balanced(
-                        matched_idxs, matched_labels, max_ious, targets_per_image.gt_classes,
-                        positive_fraction=fraction,
-                    )
-                    for fraction in self.positive_fractions
-                ]
-            for k, (sampled_idxs, gt_classes, bg_ious) in enumerate(samples):
-                sampled = self._sampled_instances(
-                    proposals_per_image, targets_per_image, matched_idxs, sampled_idxs, gt_classes
-                )
-                num_bg[k].append((gt_classes == self.num_classes).sum())
-                num_fg[k].append(gt_classes.numel() - num_bg[k][-1])
-                neg_ious[k].append(bg_ious)
-                out[k].append(sampled)
+        for proposals_per_image, samples in zip(proposals, per_image):
             union_idxs, inverse = torch.unique(
-                torch.cat([s[0] for s in samples]), return_inverse=True
+                torch.cat([s.indices for s in samples]), return_inverse=True
             )
             union.append(proposals_per_image.proposal_boxes[union_idxs])
-            for k, part in enumerate(torch.split(inverse, [len(s[0]) for s in samples])):
+            for k, part in enumerate(torch.split(inverse, [len(s.indices) for s in samples])):
                 rows[k].append(part + offset)
             offset += union_idxs.numel()
 
-        r = self.regression_head
         # The single-head names carry the regression head's numbers (one head: LibraROIHeads').
-        put_scalar_deferred("roi_head/num_fg_samples", torch.stack(num_fg[r]).float().mean())
-        put_scalar_deferred("roi_head/num_bg_samples", torch.stack(num_bg[r]).float().mean())
-        ious = torch.cat(neg_ious[r])
-        if ious.numel():
-            put_scalar_deferred(
-                "roi_head/hard_neg_fraction", (ious > HARD_NEGATIVE_IOU).float().mean()
-            )
+        self.log_samples(per_head[self.regression_head])
         for k in range(n):
-            put_scalar_deferred("prm/num_fg_samples_h{}".format(k),
-                                torch.stack(num_fg[k]).float().mean())
-            put_scalar_deferred("prm/num_bg_samples_h{}".format(k),
-                                torch.stack(num_bg[k]).float().mean())
+            num_fg, num_bg = sample_counts(per_head[k], self.num_classes)
+            put_scalar_deferred("prm/num_fg_samples_h{}".format(k), num_fg)
+            put_scalar_deferred("prm/num_bg_samples_h{}".format(k), num_bg)
         if n > 1:
             get_event_storage().put_scalar("prm/pooled_rois_per_image", offset / max(len(union), 1))
-        return out, union, [torch.cat(r) for r in rows]
+        instances = [[s.instances for s in samples] for samples in per_head]
+        return instances, union, [torch.cat(r) for r in rows]
 
     def label_and_sample_proposals_per_head(
         self, proposals: List[Instances], targets: List[Instances]

@@ -1,4 +1,5 @@
-"""Tests of the LT-Shapes generator (libra_d2/data/lt_shapes.py).
+"""Tests of LT-Shapes (libra_d2/data/datasets/lt_shapes*.py): categories, plan, generator, loading
+and registration.
 
 Datasets are generated with the "tiny" preset (200 train / 64 val images of 64x64,
 under a second each) into temporary directories.
@@ -17,9 +18,12 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from libra_d2.data import lt_shapes as lts
+from libra_d2.data.datasets import lt_shapes as lts
+from libra_d2.data.datasets import lt_shapes_categories as ltc
+from libra_d2.data.datasets import lt_shapes_generate as ltg
+from libra_d2.data.datasets import lt_shapes_plan as ltp
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 NUM_CLASSES = 32
 
 
@@ -61,7 +65,7 @@ def tiny(tmp_path_factory):
     roots = {}
     for key, seed in (("a", 0), ("b", 0), ("c", 1)):
         roots[key] = str(base / f"tiny_{key}")
-        summary = lts.generate_lt_shapes(roots[key], seed=seed, preset="tiny", verbose=False)
+        summary = ltg.generate_lt_shapes(roots[key], seed=seed, preset="tiny", verbose=False)
         assert summary["skipped"] is False
         roots[key + "_summary"] = summary
     return roots
@@ -71,12 +75,12 @@ def tiny(tmp_path_factory):
 
 
 def test_category_table():
-    cats = lts.LT_SHAPES_CATEGORIES
+    cats = ltc.LT_SHAPES_CATEGORIES
     assert len(cats) == NUM_CLASSES >= 30
     assert [c["id"] for c in cats] == list(range(1, NUM_CLASSES + 1))
     assert len({c["name"] for c in cats}) == NUM_CLASSES
     assert len({c["synset"] for c in cats}) == NUM_CLASSES
-    assert lts.lt_shapes_category_names() == [c["name"] for c in cats]
+    assert ltc.lt_shapes_category_names() == [c["name"] for c in cats]
     by_name = {c["name"]: c for c in cats}
     families = defaultdict(list)
     for c in cats:
@@ -96,26 +100,26 @@ def test_category_table():
 
 @pytest.mark.parametrize("num_train,num_val", [(800, 200), (200, 64), (400, 100)])
 def test_plan_groups_and_purity(num_train, num_val):
-    plan = lts.plan_lt_shapes(seed=0, num_train=num_train, num_val=num_val)
-    again = lts.plan_lt_shapes(seed=0, num_train=num_train, num_val=num_val)
+    plan = ltp.plan_lt_shapes(seed=0, num_train=num_train, num_val=num_val)
+    again = ltp.plan_lt_shapes(seed=0, num_train=num_train, num_val=num_val)
     assert plan["train"] == again["train"] and plan["val"] == again["val"]
     assert len(plan["train"]) == num_train and len(plan["val"]) == num_val
     counts = defaultdict(int)
     for cats in plan["train"]:
-        assert lts.MIN_OBJECTS <= len(cats) <= lts.MAX_OBJECTS
+        assert ltp.MIN_OBJECTS <= len(cats) <= ltp.MAX_OBJECTS
         for c in set(cats):
             counts[c] += 1
     assert dict(counts) == plan["train_image_counts"]
     # the assignment realises the Zipf-like targets exactly
     assert plan["train_image_counts"] == plan["train_targets"]
     groups = defaultdict(int)
-    for c in lts.LT_SHAPES_CATEGORIES:
+    for c in ltc.LT_SHAPES_CATEGORIES:
         f = _lvis_frequency(counts[c["id"]])
         assert f == c["planned_frequency"] == plan["frequency"][c["id"]], c["name"]
         groups[f] += 1
     assert dict(groups) == {"f": 6, "c": 12, "r": 14}
     # frequency rank order: counts are non-increasing along the rank
-    ranked = sorted(lts.LT_SHAPES_CATEGORIES, key=lambda c: c["rank"])
+    ranked = sorted(ltc.LT_SHAPES_CATEGORIES, key=lambda c: c["rank"])
     seq = [counts[c["id"]] for c in ranked]
     assert seq == sorted(seq, reverse=True)
     assert seq[6] > seq[17] and seq[18] > seq[31]
@@ -133,15 +137,15 @@ def test_plan_groups_and_purity(num_train, num_val):
 
 
 def test_plan_depends_on_seed():
-    p0 = lts.plan_lt_shapes(seed=0, num_train=200, num_val=64)
-    p1 = lts.plan_lt_shapes(seed=1, num_train=200, num_val=64)
+    p0 = ltp.plan_lt_shapes(seed=0, num_train=200, num_val=64)
+    p1 = ltp.plan_lt_shapes(seed=1, num_train=200, num_val=64)
     assert p0["train"] != p1["train"]
     assert p0["train_image_counts"] == p1["train_image_counts"]  # group layout is seed-independent
 
 
 def test_plan_rejects_impossible_sizes():
     with pytest.raises(ValueError):
-        lts.plan_lt_shapes(seed=0, num_train=40, num_val=10)
+        ltp.plan_lt_shapes(seed=0, num_train=40, num_val=10)
 
 
 # ---------------------------------------------------------------- generated files
@@ -165,7 +169,7 @@ def test_frequency_groups_match_train_json(tiny):
     assert {g: len(v) for g, v in groups.items()} == {"f": 6, "c": 12, "r": 14}
     assert val["categories"] == train["categories"]
     # the drawing stage placed every planned object (no category lost an image)
-    plan = lts.plan_lt_shapes(seed=0, num_train=200, num_val=64)
+    plan = ltp.plan_lt_shapes(seed=0, num_train=200, num_val=64)
     assert {c["id"]: c["image_count"] for c in train["categories"]} == plan["train_image_counts"]
     assert [c["id"] for c in train["categories"]] == list(range(1, NUM_CLASSES + 1))
     for cat in train["categories"]:
@@ -221,7 +225,7 @@ def test_polygons_match_drawn_pixels(tiny):
     cv2 = pytest.importorskip("cv2")
     mask_utils = pytest.importorskip("pycocotools.mask")
     val = _load(tiny["a"], "val")
-    palette = {name: np.array(rgb, dtype=np.float64) for name, rgb in lts.LT_SHAPES_COLORS.items()}
+    palette = {name: np.array(rgb, dtype=np.float64) for name, rgb in ltc.LT_SHAPES_COLORS.items()}
     color_of = {c["id"]: c["color"] for c in val["categories"]}
     per_image = defaultdict(list)
     for a in val["annotations"]:
@@ -301,10 +305,10 @@ def test_lvis_eval_reports_groups(tiny):
     # A head-biased detector that calls every rare object by its look-alike head class
     # (same shape, close colour) loses APr, keeps APf high, and its false positives on
     # the head classes are penalised because annotation is exhaustive.
-    by_name = {c["name"]: c for c in lts.LT_SHAPES_CATEGORIES}
+    by_name = {c["name"]: c for c in ltc.LT_SHAPES_CATEGORIES}
     freq = {c["id"]: c["frequency"] for c in gt["categories"]}
     relabel = {}
-    for c in lts.LT_SHAPES_CATEGORIES:
+    for c in ltc.LT_SHAPES_CATEGORIES:
         partner = by_name[c["confusable_with"]]
         if freq[c["id"]] == "r" and freq[partner["id"]] in ("f", "c"):
             relabel[c["id"]] = partner["id"]
@@ -322,13 +326,13 @@ def test_skip_overwrite_and_conflicts(tiny, tmp_path):
     root = str(tmp_path / "copy")
     shutil.copytree(tiny["a"], root)
     before = os.path.getmtime(os.path.join(root, "lt_shapes_train.json"))
-    again = lts.generate_lt_shapes(root, seed=0, preset="tiny", verbose=False)
+    again = ltg.generate_lt_shapes(root, seed=0, preset="tiny", verbose=False)
     assert again["skipped"] is True
     assert again["groups"] == tiny["a_summary"]["groups"]
     assert os.path.getmtime(os.path.join(root, "lt_shapes_train.json")) == before
     with pytest.raises(FileExistsError):
-        lts.generate_lt_shapes(root, seed=1, preset="tiny", verbose=False)
-    new = lts.generate_lt_shapes(root, seed=1, preset="tiny", overwrite=True, verbose=False)
+        ltg.generate_lt_shapes(root, seed=1, preset="tiny", verbose=False)
+    new = ltg.generate_lt_shapes(root, seed=1, preset="tiny", overwrite=True, verbose=False)
     assert new["skipped"] is False
     assert _file_bytes(root, "lt_shapes_train.json") == _file_bytes(tiny["c"], "lt_shapes_train.json")
     assert sorted(os.listdir(tmp_path)) == ["copy"]  # no temporary directories left behind
@@ -336,22 +340,22 @@ def test_skip_overwrite_and_conflicts(tiny, tmp_path):
     junk.mkdir()
     (junk / "something.txt").write_text("x")
     with pytest.raises(FileExistsError):
-        lts.generate_lt_shapes(str(junk), preset="tiny", verbose=False)
+        ltg.generate_lt_shapes(str(junk), preset="tiny", verbose=False)
     assert (junk / "something.txt").exists()
 
 
 def test_interrupted_generation_leaves_no_dataset(tmp_path, monkeypatch):
-    real = lts._write_split
+    real = ltg._write_split
 
     def failing(out_dir, split, *args, **kwargs):
         if split == "val":
             raise KeyboardInterrupt("simulated interruption")
         return real(out_dir, split, *args, **kwargs)
 
-    monkeypatch.setattr(lts, "_write_split", failing)
+    monkeypatch.setattr(ltg, "_write_split", failing)
     root = tmp_path / "lt"
     with pytest.raises(KeyboardInterrupt):
-        lts.generate_lt_shapes(str(root), preset="tiny", num_train=150, num_val=8, verbose=False)
+        ltg.generate_lt_shapes(str(root), preset="tiny", num_train=150, num_val=8, verbose=False)
     assert not root.exists()
     assert os.listdir(tmp_path) == []
 
@@ -367,7 +371,7 @@ def test_missing_root_error(tmp_path):
     assert isinstance(exc.value, lts.LTShapesNotFoundError)
     msg = str(exc.value)
     assert json_file in msg
-    assert f"python -m libra_d2.data.lt_shapes --root {root}" in msg and "make data" in msg
+    assert f"python -m libra_d2.data.datasets.lt_shapes_generate --root {root}" in msg and "make data" in msg
 
 
 def test_empty_annotation_file_errors(tmp_path):
@@ -417,7 +421,7 @@ def test_register_and_load(tiny, d2_catalogs):
         name = f"lt_shapes_{split}"
         meta = MetadataCatalog.get(name)
         assert meta.evaluator_type == "lvis"
-        assert meta.thing_classes == lts.lt_shapes_category_names()
+        assert meta.thing_classes == ltc.lt_shapes_category_names()
         assert meta.json_file == os.path.join(tiny["a"], f"lt_shapes_{split}.json")
         assert meta.image_root == tiny["a"]
         assert meta.class_image_count == [{"id": c["id"], "image_count": c["image_count"]} for c in val["categories"]]
@@ -449,7 +453,7 @@ def test_register_is_lazy_and_errors_clearly(tmp_path, d2_catalogs):
     # without data, the metadata describe the default-size dataset
     freqs = MetadataCatalog.get("lt_shapes_train").category_frequency
     assert (freqs.count("f"), freqs.count("c"), freqs.count("r")) == (6, 12, 14)
-    with pytest.raises(FileNotFoundError, match="python -m libra_d2.data.lt_shapes"):
+    with pytest.raises(FileNotFoundError, match="python -m libra_d2.data.datasets.lt_shapes_generate"):
         DatasetCatalog.get("lt_shapes_val")
 
 
@@ -485,24 +489,24 @@ def test_lvis_evaluator_end_to_end(tiny, d2_catalogs):
 
 
 def test_cli_module_and_wrapper(tiny, tmp_path, monkeypatch, capsys):
-    # `python -m libra_d2.data.lt_shapes ...`, run in-process (a fresh interpreter would
+    # `python -m libra_d2.data.datasets.lt_shapes_generate ...`, run in-process (a fresh interpreter would
     # spend most of its time importing torch through the libra_d2 package).
     monkeypatch.setattr(sys, "argv", ["lt_shapes", "--root", tiny["a"], "--preset", "tiny"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "found in sys.modules" from runpy
         with pytest.raises(SystemExit) as exc:
-            runpy.run_module("libra_d2.data.lt_shapes", run_name="__main__")
+            runpy.run_module("libra_d2.data.datasets.lt_shapes_generate", run_name="__main__")
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "skipped" in out
     for word in ("rare", "common", "frequent", "total"):
         assert word in out
-    # the dev/ wrapper, as a real subprocess (it does not import the libra_d2 package)
+    # the datasets/ script, as a real subprocess
     root = str(tmp_path / "cli")
     out = subprocess.run(
         [
             sys.executable,
-            os.path.join(REPO_ROOT, "dev", "generate_lt_shapes.py"),
+            os.path.join(REPO_ROOT, "datasets", "prepare_lt_shapes.py"),
             "--root",
             root,
             "--num-train",

@@ -1,0 +1,164 @@
+"""LT-Shapes in Detectron2: loading and registration (``lt_shapes_train``, ``lt_shapes_val``), in
+the manner of Detectron2's ``lvis.py``.
+
+LT-Shapes is a small, deterministic, long-tailed detection dataset in LVIS v1 format, a synthetic
+stand-in for LVIS small enough to train on a CPU: 32 categories (``lt_shapes_categories``) whose
+numbers of train images follow LVIS's frequency groups. The annotation files are LVIS v1 JSON, so
+Detectron2's ``LVISEvaluator`` reports AP, AP50, AP75, APr, APc and APf. It is made by
+``python -m libra_d2.data.datasets.lt_shapes_generate`` (``datasets/prepare_lt_shapes.py``,
+``make data``).
+
+Layout of a generated dataset (``image_root`` is ``root`` for both splits)::
+
+    root/lt_shapes_train.json    root/train/000001.png ...
+    root/lt_shapes_val.json      root/val/000001.png ...
+    root/params.json             (generation parameters + category statistics; written last)
+"""
+import functools
+import json
+import logging
+import os
+from typing import List, Optional
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.lvis import load_lvis_json
+
+from ..frequency_groups import frequency_group_of
+from .lt_shapes_categories import LT_SHAPES_CATEGORIES, lt_shapes_category_names
+from .lt_shapes_plan import PRESETS, plan_lt_shapes
+
+__all__ = ["DATASET_NAMES", "LTShapesNotFoundError", "default_root", "load_lt_shapes_json",
+           "read_json", "register_lt_shapes"]
+
+logger = logging.getLogger(__name__)
+
+TRAIN_JSON = "lt_shapes_train.json"
+VAL_JSON = "lt_shapes_val.json"
+PARAMS_JSON = "params.json"
+SPLITS = ("train", "val")
+DATASET_NAMES = {"train": "lt_shapes_train", "val": "lt_shapes_val"}
+#: the module whose ``main`` generates the dataset (named in the errors)
+GENERATE_MODULE = "libra_d2.data.datasets.lt_shapes_generate"
+
+
+def read_json(path: str):
+    try:
+        with open(path, "r") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class LTShapesNotFoundError(FileNotFoundError):
+    """The LT-Shapes files are missing: they have to be generated first."""
+
+
+def default_root() -> str:
+    """``$DETECTRON2_DATASETS/lt_shapes`` (``datasets/lt_shapes`` when the variable is unset)."""
+    return os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "lt_shapes")
+
+
+def _generate_hint(root: str) -> str:
+    return f"Generate it with `make data` or `python -m {GENERATE_MODULE} --root {root}`."
+
+
+def _validate_json(json_file: str, image_root: str) -> None:
+    if not os.path.isfile(json_file):
+        raise LTShapesNotFoundError(f"LT-Shapes annotation file not found: {json_file}. {_generate_hint(image_root)}")
+    data = read_json(json_file)
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"LT-Shapes annotation file {json_file} is not a valid JSON object. {_generate_hint(image_root)}"
+        )
+    if not data.get("images"):
+        raise ValueError(f"LT-Shapes annotation file {json_file} has no images. {_generate_hint(image_root)}")
+    if not data.get("annotations"):
+        raise ValueError(f"LT-Shapes annotation file {json_file} has no annotations. {_generate_hint(image_root)}")
+    if not data.get("categories"):
+        raise ValueError(f"LT-Shapes annotation file {json_file} has no categories. {_generate_hint(image_root)}")
+    for img in data["images"]:
+        path = os.path.join(image_root, img["file_name"])
+        if not os.path.isfile(path):
+            raise LTShapesNotFoundError(
+                f"LT-Shapes image {path} (listed in {json_file}) is missing. "
+                f"{_generate_hint(image_root)} (add --overwrite to regenerate)"
+            )
+
+
+def load_lt_shapes_json(json_file: str, image_root: str) -> List[dict]:
+    """Detectron2 dataset dicts of one split (category ids 0..C-1), via Detectron2's own
+    ``load_lvis_json``.  Raises :class:`LTShapesNotFoundError` (a ``FileNotFoundError``)
+    when the file or an image is missing and ``ValueError`` when the file is empty."""
+    _validate_json(json_file, image_root)
+
+    # load_lvis_json (Detectron2 v0.6) concatenates image_root and the split folder taken
+    # from coco_url without a separator, so image_root must end with one; later versions
+    # join image_root and file_name, which works with the trailing separator as well.
+    return load_lvis_json(json_file, os.path.join(image_root, ""), dataset_name=None)
+
+
+def _category_stats(root: str) -> List[dict]:
+    """Per-category train statistics: from the generated data when present, otherwise
+    the plan of the default-size dataset (which is what ``make data`` generates)."""
+    stats = read_json(os.path.join(root, PARAMS_JSON))
+    if isinstance(stats, dict) and stats.get("categories"):
+        return stats["categories"]
+    data = read_json(os.path.join(root, TRAIN_JSON))
+    if isinstance(data, dict) and data.get("categories"):
+        return data["categories"]
+    sizes = PRESETS["default"]
+    counts = plan_lt_shapes(0, sizes["num_train"], sizes["num_val"])["train_image_counts"]
+    return [
+        {"id": c["id"], "name": c["name"], "image_count": counts[c["id"]], "frequency": frequency_group_of(counts[c["id"]])}
+        for c in LT_SHAPES_CATEGORIES
+    ]
+
+
+def _load_registered(json_file: str, image_root: str, dataset_name: str) -> List[dict]:
+    dicts = load_lt_shapes_json(json_file, image_root)
+    meta = MetadataCatalog.get(dataset_name)
+    data_cats = read_json(json_file)["categories"]
+    expect = [{"id": c["id"], "image_count": c["image_count"]} for c in data_cats]
+    if getattr(meta, "class_image_count", None) != expect:
+        logger.warning(
+            "%s: class_image_count in the metadata does not match %s (data generated after "
+            "register_lt_shapes() with other sizes?). Call register_lt_shapes() again.",
+            dataset_name,
+            json_file,
+        )
+    return dicts
+
+
+def register_lt_shapes(root: Optional[str] = None) -> None:
+    """Register ``lt_shapes_train`` and ``lt_shapes_val`` with Detectron2.
+
+    Lazy: the JSON is read only when ``DatasetCatalog.get`` is called.  Idempotent: calling
+    it again (with the same or another root) replaces the previous registration.
+    Metadata: thing_classes, thing_colors, json_file, image_root, evaluator_type="lvis",
+    class_image_count ([{"id", "image_count"}], train statistics) and category_frequency
+    (['r'|'c'|'f'] in contiguous order).  The statistics are read from ``root/params.json``
+    when the data exist, else they are those of the default-size plan.
+    """
+    root = os.fspath(root) if root is not None else default_root()
+    stats = {c["id"]: c for c in _category_stats(root)}
+    class_image_count = [
+        {"id": c["id"], "image_count": int(stats[c["id"]]["image_count"])} for c in LT_SHAPES_CATEGORIES
+    ]
+    category_frequency = [stats[c["id"]]["frequency"] for c in LT_SHAPES_CATEGORIES]
+    for split in SPLITS:
+        name = DATASET_NAMES[split]
+        json_file = os.path.join(root, TRAIN_JSON if split == "train" else VAL_JSON)
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+        if name in MetadataCatalog.list():
+            MetadataCatalog.remove(name)
+        DatasetCatalog.register(name, functools.partial(_load_registered, json_file, root, name))
+        MetadataCatalog.get(name).set(
+            thing_classes=lt_shapes_category_names(),
+            thing_colors=[list(c["rgb"]) for c in LT_SHAPES_CATEGORIES],
+            json_file=json_file,
+            image_root=root,
+            evaluator_type="lvis",
+            class_image_count=class_image_count,
+            category_frequency=category_frequency,
+        )
