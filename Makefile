@@ -10,13 +10,14 @@ VENV_MAIN ?= .venv-main
 export DETECTRON2_DATASETS
 LT_SHAPES_ROOT := $(DETECTRON2_DATASETS)/lt_shapes
 
-.PHONY: env data demo test test-main bench clean help
+.PHONY: env data demo test test-main lint bench clean help
 
 help:
 	@echo "make demo   - generate LT-Shapes, train + evaluate a tiny Faster R-CNN on CPU, reload it"
 	@echo "make test   - run the test suite (on \$$VENV, default .venv: Detectron2 main if reachable, else 0.6)"
 	@echo "make test-main - run the test suite on official Detectron2 main built from \$$DETECTRON2_MAIN ($(VENV_MAIN))"
 	@echo "make data   - generate LT-Shapes under \$$DETECTRON2_DATASETS/lt_shapes"
+	@echo "make lint   - check the code style (isort, black -l 100, flake8; dev/linter.sh formats)"
 	@echo "make bench  - run the benchmarks under dev/"
 	@echo "make env    - build the virtual environment only ($(VENV))"
 
@@ -42,6 +43,9 @@ test-main:
 		echo "make test-main: skipped: no Detectron2 main source at $(DETECTRON2_MAIN)" \
 			"(set DETECTRON2_MAIN to an archive or checkout of official Detectron2)"; \
 	fi
+
+lint: env
+	@PYTHON=$(PY) dev/linter.sh --check
 
 bench: data
 	@for b in dev/benchmark_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """libra_d2: balanced learning for object detection on Detectron2."""
+
 from setuptools import find_packages, setup
 
 setup(

@@ -5,6 +5,7 @@
 
 The same as ``python -m libra_d2.data.datasets.lt_shapes_generate``; ``--help`` lists the options.
 """
+
 import os
 import sys
 

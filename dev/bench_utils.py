@@ -1,5 +1,6 @@
 """Helpers shared by the dev/benchmark_*.py scripts: the timer, the device option and the report
 writer."""
+
 import os
 import time
 
@@ -28,7 +29,8 @@ def machine_line(device, extra=""):
     """The first line of a benchmark report: the device, CPU threads, torch version."""
     dev = torch.cuda.get_device_name() if str(device).startswith("cuda") else "CPU"
     return "Machine: {} ({} CPU threads), torch {}{}.".format(
-        dev, torch.get_num_threads(), torch.__version__, extra)
+        dev, torch.get_num_threads(), torch.__version__, extra
+    )
 
 
 def write_report(text, output, title):

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark: Equalized Focal Loss forward+backward WITH gradient statistics vs fvcore's focal loss, and
-a full tiny training step of EFLRetinaNet vs Detectron2's RetinaNet.
+"""Benchmark: Equalized Focal Loss forward+backward WITH gradient statistics vs fvcore's focal loss,
+and a full tiny training step of EFLRetinaNet vs Detectron2's RetinaNet.
 
     python dev/benchmark_efl.py [--anchors 100000] [--classes 40] [--repeats 30] [--warmup 5]
                                 [--threads N] [--device cpu|cuda]
@@ -15,17 +15,17 @@ RetinaNet-like batch (about 1% positive anchors, logits around the 0.01 prior):
 * ``EqualizedFocalLoss`` in training mode: forward + backward + statistics update (the fused path
   the detector uses);
 * for reference, the unfused path: autograd through ``equalized_focal_loss`` + ``efl_logit_grad`` +
-  ``accumulate_gradient_statistics`` (what a straightforward implementation without a second backward
-  would cost).
+  ``accumulate_gradient_statistics`` (what a straightforward implementation without a second
+  backward would cost).
 
 The target is a ratio <= 1.3 for the fused path.
 
 Part 2, a full training step (forward, losses, backward, SGD step; no data loading) of the tiny
 LT-Shapes model of ``--step-config`` built twice from the same weights: once as Detectron2's
 ``RetinaNet`` (focal loss, EMA normaliser) and once as ``EFLRetinaNet`` (EFL with statistics and
-logging, normaliser = positives). Same fixed batch of ``SOLVER.IMS_PER_BATCH`` synthetic images at the
-config's training size with 2-6 boxes each; the two models alternate within every round (rotating
-order), median over rounds. The target is a ratio <= 1.05.
+logging, normaliser = positives). Same fixed batch of ``SOLVER.IMS_PER_BATCH`` synthetic images at
+the config's training size with 2-6 boxes each; the two models alternate within every round
+(rotating order), median over rounds. The target is a ratio <= 1.05.
 
 Both tables are printed and, with ``--output``, written as markdown with the machine's details.
 """
@@ -163,11 +163,12 @@ def _synthetic_batch(num_images, size, num_classes, seed=0):
 
 
 def step_benchmark(args, device):
-    import libra_d2  # noqa: F401  (registers the models)
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
     from detectron2.solver import build_optimizer
     from detectron2.utils.events import EventStorage
+
+    import libra_d2  # noqa: F401  (registers the models)
 
     cfg = get_cfg()
     libra_d2.add_libra_config(cfg)
@@ -211,7 +212,8 @@ def step_benchmark(args, device):
     results = [(name, med, low) for (name, _), med, low in zip(rows, medians, minima)]
     header = (
         f"config={args.step_config} images={cfg.SOLVER.IMS_PER_BATCH}x{size}px "
-        f"classes={cfg.MODEL.RETINANET.NUM_CLASSES} rounds={args.step_repeats} warmup={args.step_warmup}"
+        f"classes={cfg.MODEL.RETINANET.NUM_CLASSES} rounds={args.step_repeats} "
+        f"warmup={args.step_warmup}"
     )
     ratio = results[1][1] / results[0][1]
     return header, markdown_table(results), ratio
@@ -223,17 +225,23 @@ def main(argv=None) -> int:
     parser.add_argument("--classes", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0: leave the default)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--target", type=float, default=1.3)
-    parser.add_argument("--step-config", default="configs/LT-Shapes/efl_retinanet_R_18_FPN_tiny.yaml")
+    parser.add_argument(
+        "--step-config", default="configs/LT-Shapes/efl_retinanet_R_18_FPN_tiny.yaml"
+    )
     parser.add_argument("--step-repeats", type=int, default=20)
     parser.add_argument("--step-warmup", type=int, default=3)
     parser.add_argument("--step-target", type=float, default=1.05)
     parser.add_argument("--skip-loss", action="store_true")
     parser.add_argument("--skip-step", action="store_true")
     parser.add_argument("--output", default="", help="write the tables as markdown to this file")
-    parser.add_argument("--note", default="", help="a line added to the markdown (e.g. machine load)")
+    parser.add_argument(
+        "--note", default="", help="a line added to the markdown (e.g. machine load)"
+    )
     args = parser.parse_args(argv)
 
     if args.threads > 0:
@@ -256,7 +264,9 @@ def main(argv=None) -> int:
         header, table, ratio = step_benchmark(args, device)
         verdict = "OK" if ratio <= args.step_target else "OVER TARGET"
         summary = f"training-step ratio {ratio:.3f} (target <= {args.step_target}): {verdict}"
-        sections.append(("Full tiny training step: EFLRetinaNet vs RetinaNet", header, table, summary))
+        sections.append(
+            ("Full tiny training step: EFLRetinaNet vs RetinaNet", header, table, summary)
+        )
     for title, header, table, summary in sections:
         print(f"\n{title}\n{header}")
         print("\n".join(table))
@@ -264,7 +274,9 @@ def main(argv=None) -> int:
 
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        command = "python dev/benchmark_efl.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+        command = "python dev/benchmark_efl.py " + shlex.join(
+            argv if argv is not None else sys.argv[1:]
+        )
         lines = [
             "# Equalized Focal Loss: benchmarks",
             "",

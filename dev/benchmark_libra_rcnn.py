@@ -10,14 +10,16 @@
 Variants are interleaved round by round so that drifts of a shared machine hit them alike; the
 reported number is the median. Writes the tables to --output (markdown) as well.
 
-    python dev/benchmark_libra_rcnn.py [--rounds 5] [--steps 6] [--output docs/benchmarks/libra_rcnn.md]
+    python dev/benchmark_libra_rcnn.py [--rounds 5] [--steps 6] \\
+        [--output docs/benchmarks/libra_rcnn.md]
 """
+
 import argparse
 import os
 import statistics
 import sys
 
-import libra_d2  # noqa: F401  (first: registers components)
+import libra_d2  # noqa: F401  isort: skip (first: registers components)
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
@@ -30,7 +32,13 @@ from libra_d2.data import CheckedDatasetMapper
 from libra_d2.modeling.sampling import libra_subsample_labels
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_utils import add_device_argument, device_sync, machine_line, timed, write_report  # noqa: E402
+from bench_utils import (  # noqa: E402
+    add_device_argument,
+    device_sync,
+    machine_line,
+    timed,
+    write_report,
+)
 from benchmark_sampler import make_image  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,8 +55,15 @@ def bench_sampler(rounds, repeats):
     methods = {
         "Detectron2 subsample_labels": lambda: subsample_labels(labels, 512, 0.25, bg),
         "IoU-balanced neg + instance-balanced pos": lambda: libra_subsample_labels(
-            labels, 512, 0.25, bg, max_ious=max_ious, matched_idxs=matches,
-            pos_sampling="instance", neg_sampling="iou_balanced"),
+            labels,
+            512,
+            0.25,
+            bg,
+            max_ious=max_ious,
+            matched_idxs=matches,
+            pos_sampling="instance",
+            neg_sampling="iou_balanced",
+        ),
     }
     times = {k: [] for k in methods}
     for f in methods.values():
@@ -107,8 +122,15 @@ def bench_models(rounds, steps, device="cpu"):
     rows = []
     for name in built:
         tr, inf = statistics.median(train_t[name]), statistics.median(infer_t[name])
-        rows.append((name, tr * 1e3, tr / statistics.median(train_t[base]),
-                     inf * 1e3, inf / statistics.median(infer_t[base])))
+        rows.append(
+            (
+                name,
+                tr * 1e3,
+                tr / statistics.median(train_t[base]),
+                inf * 1e3,
+                inf / statistics.median(infer_t[base]),
+            )
+        )
     return rows, cfg0.SOLVER.IMS_PER_BATCH
 
 
@@ -122,17 +144,30 @@ def main():
     args = ap.parse_args()
 
     lines = [machine_line(args.device), ""]
-    lines += ["Sampler (2,000 proposals incl. 20 GT, 512 samples, positive fraction 0.25; target <= 2x):", "",
-              "| method | median ms | ratio |", "|---|---|---|"]
+    lines += [
+        "Sampler (2,000 proposals incl. 20 GT, 512 samples, positive fraction 0.25; target <= 2x):",
+        "",
+        "| method | median ms | ratio |",
+        "|---|---|---|",
+    ]
     for name, ms, ratio in bench_sampler(args.rounds, args.sampler_repeats):
         lines.append("| {} | {:.3f} | {:.2f}x |".format(name, ms, ratio))
     rows, batch = bench_models(args.rounds, args.steps, args.device)
-    lines += ["", "Tiny LT-Shapes detector, batch of {} 128 px images (targets for BFP: <= 1.15x train, "
-              "<= 1.10x inference):".format(batch), "",
-              "| model | train step ms | ratio | inference ms | ratio |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Tiny LT-Shapes detector, batch of {} 128 px images (targets for BFP: <= 1.15x train, "
+        "<= 1.10x inference):".format(batch),
+        "",
+        "| model | train step ms | ratio | inference ms | ratio |",
+        "|---|---|---|---|---|",
+    ]
     for name, tr, trr, inf, infr in rows:
-        lines.append("| {} | {:.0f} | {:.2f}x | {:.0f} | {:.2f}x |".format(name, tr, trr, inf, infr))
-    write_report("\n".join(lines), args.output, "Libra R-CNN benchmark (dev/benchmark_libra_rcnn.py)")
+        lines.append(
+            "| {} | {:.0f} | {:.2f}x | {:.0f} | {:.2f}x |".format(name, tr, trr, inf, infr)
+        )
+    write_report(
+        "\n".join(lines), args.output, "Libra R-CNN benchmark (dev/benchmark_libra_rcnn.py)"
+    )
 
 
 if __name__ == "__main__":

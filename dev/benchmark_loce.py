@@ -15,13 +15,21 @@ reported number is the median. Writes the tables to --output (markdown) as well.
 
     python dev/benchmark_loce.py [--rounds 5] [--steps 4] [--output docs/benchmarks/loce.md]
 """
+
 import argparse
 import os
 import statistics
 import time
 
-import libra_d2  # noqa: F401  (first: registers components)
+import libra_d2  # noqa: F401  isort: skip (first: registers components)
 import torch
+from bench_utils import (  # noqa: E402
+    add_device_argument,
+    device_sync,
+    machine_line,
+    timed,
+    write_report,
+)
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
@@ -33,8 +41,6 @@ from libra_d2.engine.loce import class_balanced_image_indices, prefill_feature_m
 from libra_d2.modeling.feature_memory import FeatureMemory, sample_memory_classes
 from libra_d2.modeling.freeze import freeze_from_cfg
 from libra_d2.modeling.roi_heads import MemoryBatch
-
-from bench_utils import add_device_argument, device_sync, machine_line, timed, write_report  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGE2 = "configs/LT-Shapes/loce_mask_rcnn_R_18_FPN_tiny_stage2.yaml"
@@ -111,39 +117,66 @@ def main():
     times = {k: [] for k in built}
     for _ in range(args.rounds):
         for name, (_, model, opt) in built.items():
-            times[name] += [timed(lambda: train_step(model, opt, VARIANTS[name]), sync)
-                            for _ in range(args.steps)]
+            times[name] += [
+                timed(lambda: train_step(model, opt, VARIANTS[name]), sync)
+                for _ in range(args.steps)
+            ]
     med = {k: statistics.median(v) for k, v in times.items()}
 
     # the MFS pieces alone
-    sample_t = statistics.median(timed(lambda: memory_batch(mfs_model, memory), sync)
-                                 for _ in range(args.repeats))
+    sample_t = statistics.median(
+        timed(lambda: memory_batch(mfs_model, memory), sync) for _ in range(args.repeats)
+    )
     with torch.no_grad():
         images = mfs_model.preprocess_image(batch)
         feats = mfs_model.backbone(images.tensor)
     targets = [b["instances"].to(args.device) for b in batch]
-    push_t = statistics.median(timed(lambda: heads.push_to_memory(feats, targets), sync)
-                               for _ in range(args.repeats))
+    push_t = statistics.median(
+        timed(lambda: heads.push_to_memory(feats, targets), sync) for _ in range(args.repeats)
+    )
     num_gt = sum(len(t) for t in targets)
 
-    lines = [machine_line(args.device, "; {} rounds x {} steps per variant, median".format(
-        args.rounds, args.steps)), ""]
-    lines += ["Tiny LT-Shapes Mask R-CNN stage 2 (backbone + box FCs frozen, EBL), batch of {} 128 px "
-              "images; MFS adds k 8 x m 4 = 32 memory rows to the 8 x 128 sampled RoIs:".format(len(batch)),
-              "", "| variant | train step ms | ratio |", "|---|---|---|"]
+    lines = [
+        machine_line(
+            args.device,
+            "; {} rounds x {} steps per variant, median".format(args.rounds, args.steps),
+        ),
+        "",
+    ]
+    lines += [
+        "Tiny LT-Shapes Mask R-CNN stage 2 (backbone + box FCs frozen, EBL), batch of {} 128 px "
+        "images; MFS adds k 8 x m 4 = 32 memory rows to the 8 x 128 sampled RoIs:".format(
+            len(batch)
+        ),
+        "",
+        "| variant | train step ms | ratio |",
+        "|---|---|---|",
+    ]
     for name in built:
-        lines.append("| {} | {:.0f} | {:.2f}x |".format(name, med[name] * 1e3, med[name] / med[BASE]))
+        lines.append(
+            "| {} | {:.0f} | {:.2f}x |".format(name, med[name] * 1e3, med[name] / med[BASE])
+        )
     mfs_step = med["stage 2, EBL + MFS"]
-    lines += ["", "MFS pieces alone:", "", "| piece | ms | share of the MFS train step |",
-              "|---|---|---|",
-              "| draw the memory batch (class sampler + gather 32 rows) | {:.2f} | {:.1%} |".format(
-                  sample_t * 1e3, sample_t / mfs_step),
-              "| pool + push 16 jittered boxes x {} GT boxes | {:.2f} | {:.1%} |".format(
-                  num_gt, push_t * 1e3, push_t / mfs_step),
-              "", "Class-balanced pre-fill (5 images per class, {} images, {} rows stored): "
-              "{:.1f} s.".format(len(idx), len(memory), prefill_s),
-              "", "Feature memory for LVIS v1 (1203 classes x M 80 x 256x7x7, + fp32 targets), per "
-              "process:", ""] + footprint_lines()
+    lines += [
+        "",
+        "MFS pieces alone:",
+        "",
+        "| piece | ms | share of the MFS train step |",
+        "|---|---|---|",
+        "| draw the memory batch (class sampler + gather 32 rows) | {:.2f} | {:.1%} |".format(
+            sample_t * 1e3, sample_t / mfs_step
+        ),
+        "| pool + push 16 jittered boxes x {} GT boxes | {:.2f} | {:.1%} |".format(
+            num_gt, push_t * 1e3, push_t / mfs_step
+        ),
+        "",
+        "Class-balanced pre-fill (5 images per class, {} images, {} rows stored): "
+        "{:.1f} s.".format(len(idx), len(memory), prefill_s),
+        "",
+        "Feature memory for LVIS v1 (1203 classes x M 80 x 256x7x7, + fp32 targets), per "
+        "process:",
+        "",
+    ] + footprint_lines()
     if args.note:
         lines += ["", args.note]
     write_report("\n".join(lines), args.output, "LOCE benchmark (dev/benchmark_loce.py)")

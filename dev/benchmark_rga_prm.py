@@ -23,13 +23,21 @@ the 1:1 head samples ~49 positives per image as in the middle of training; one t
     python dev/benchmark_rga_prm.py [--rounds 5] [--steps 6] [--threads N] [--weights PATH ...]
         [--output docs/benchmarks/rga_prm.md]
 """
+
 import argparse
 import os
 import statistics
 import types
 
-import libra_d2  # noqa: F401  (first: registers components)
+import libra_d2  # noqa: F401  isort: skip (first: registers components)
 import torch
+from bench_utils import (  # noqa: E402
+    add_device_argument,
+    device_sync,
+    machine_line,
+    timed,
+    write_report,
+)
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
@@ -40,8 +48,6 @@ from detectron2.utils.events import EventStorage
 from libra_d2.data import CheckedDatasetMapper
 from libra_d2.engine.gradient_annealing import GradientAnnealing
 from libra_d2.utils.events import flush_deferred_scalars
-
-from bench_utils import add_device_argument, device_sync, machine_line, timed, write_report  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"
@@ -71,8 +77,9 @@ def build(config, rga, opts=(), weights="", device="cpu"):
     hook = None
     if rga:
         hook = GradientAnnealing(lambda0=7.0)
-        hook.trainer = types.SimpleNamespace(model=model, iter=0, max_iter=cfg.SOLVER.MAX_ITER,
-                                             storage=None)
+        hook.trainer = types.SimpleNamespace(
+            model=model, iter=0, max_iter=cfg.SOLVER.MAX_ITER, storage=None
+        )
     return cfg, model, build_optimizer(cfg, model), hook
 
 
@@ -85,13 +92,21 @@ def main():
     ap.add_argument("--note", default="", help="a line added under the tables (e.g. machine load)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     add_device_argument(ap)
-    ap.add_argument("--weights", action="append", default=None,
-                    help='start from this checkpoint ("": from scratch); repeatable, one table each')
+    ap.add_argument(
+        "--weights",
+        action="append",
+        default=None,
+        help='start from this checkpoint ("": from scratch); repeatable, one table each',
+    )
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    lines = [machine_line(args.device, "; {} rounds x {} steps per variant, median".format(
-        args.rounds, args.steps))]
+    lines = [
+        machine_line(
+            args.device,
+            "; {} rounds x {} steps per variant, median".format(args.rounds, args.steps),
+        )
+    ]
     for weights in args.weights or [""]:
         lines += [""] + run_state(args, weights)
     if args.note:
@@ -107,8 +122,10 @@ def run_state(args, weights):
     records = DatasetCatalog.get(cfg0.DATASETS.TRAIN[0])[: cfg0.SOLVER.IMS_PER_BATCH]
     batch = [mapper(dict(r)) for r in records]
     test_batch = [{"image": d["image"], "height": 128, "width": 128} for d in batch]
-    built = {name: build(cfg, rga, opts, weights, args.device)
-             for name, (cfg, rga, opts) in VARIANTS.items()}
+    built = {
+        name: build(cfg, rga, opts, weights, args.device)
+        for name, (cfg, rga, opts) in VARIANTS.items()
+    }
     pooled = {}
 
     def train_step(model, opt, hook, name=None):
@@ -144,8 +161,9 @@ def run_state(args, weights):
     infer_t = {k: [] for k in built}
     for _ in range(args.rounds):
         for name, (_, model, opt, hook) in built.items():
-            train_t[name] += [timed(lambda: train_step(model, opt, hook, name), sync)
-                              for _ in range(args.steps)]
+            train_t[name] += [
+                timed(lambda: train_step(model, opt, hook, name), sync) for _ in range(args.steps)
+            ]
             if hook is None:  # RGA does not change inference
                 infer_t[name] += [timed(lambda: infer(model), sync) for _ in range(args.steps)]
 
@@ -156,30 +174,50 @@ def run_state(args, weights):
             continue
         with EventStorage() as storage:
             hook.trainer.storage = storage
-            hook_t[name] = statistics.median(timed(hook.after_backward, sync)
-                                             for _ in range(args.hook_repeats))
+            hook_t[name] = statistics.median(
+                timed(hook.after_backward, sync) for _ in range(args.hook_repeats)
+            )
 
     med = {k: statistics.median(v) for k, v in train_t.items()}
     imed = {k: statistics.median(v) for k, v in infer_t.items() if v}
-    lines = ["{}, tiny LT-Shapes Faster R-CNN, batch of {} 128 px images (targets: RGA <= 1.02x "
-             "train; PRM <= 1.15x train, <= 1.10x inference):".format(
-                 "From weights `{}`".format(weights) if weights else "From scratch", len(batch)), "",
-             "| model | RoIs pooled / image (positives of the 1:1 head) | train step ms | ratio "
-             "| inference ms | ratio |", "|---|---|---|---|---|---|"]
+    lines = [
+        "{}, tiny LT-Shapes Faster R-CNN, batch of {} 128 px images (targets: RGA <= 1.02x "
+        "train; PRM <= 1.15x train, <= 1.10x inference):".format(
+            "From weights `{}`".format(weights) if weights else "From scratch", len(batch)
+        ),
+        "",
+        "| model | RoIs pooled / image (positives of the 1:1 head) | train step ms | ratio "
+        "| inference ms | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in built:
         inf = imed.get(name)
-        inf_cells = ("{:.0f} | {:.2f}x".format(inf * 1e3, inf / imed[ONE_HEAD]) if inf is not None
-                     else "= without RGA | -")
+        inf_cells = (
+            "{:.0f} | {:.2f}x".format(inf * 1e3, inf / imed[ONE_HEAD])
+            if inf is not None
+            else "= without RGA | -"
+        )
         rois = statistics.mean(r for r, _ in pooled[name])
         fg = statistics.mean(f for _, f in pooled[name])
-        lines.append("| {} | {:.0f} ({:.0f}) | {:.0f} | {:.2f}x | {} |".format(
-            name, rois, fg, med[name] * 1e3, med[name] / med[ONE_HEAD], inf_cells))
-    lines += ["", "RGA hook alone (after_backward: scale the R-CNN gradients, log lambda):", "",
-              "| model | scaled tensors | hook ms | share of its train step |", "|---|---|---|---|"]
+        lines.append(
+            "| {} | {:.0f} ({:.0f}) | {:.0f} | {:.2f}x | {} |".format(
+                name, rois, fg, med[name] * 1e3, med[name] / med[ONE_HEAD], inf_cells
+            )
+        )
+    lines += [
+        "",
+        "RGA hook alone (after_backward: scale the R-CNN gradients, log lambda):",
+        "",
+        "| model | scaled tensors | hook ms | share of its train step |",
+        "|---|---|---|---|",
+    ]
     for name, t in hook_t.items():
         hook = built[name][3]
-        lines.append("| {} | {} | {:.3f} | {:.2%} |".format(
-            name, len(hook.parameter_names), t * 1e3, t / med[name]))
+        lines.append(
+            "| {} | {} | {:.3f} | {:.2%} |".format(
+                name, len(hook.parameter_names), t * 1e3, t / med[name]
+            )
+        )
     return lines
 
 

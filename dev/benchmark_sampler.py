@@ -14,6 +14,7 @@ ratio to Detectron2's ``subsample_labels``.
 
     python dev/benchmark_sampler.py [--repeats 3000] [--threads N] [--scenario busy|sparse|both]
 """
+
 import argparse
 import statistics
 import time
@@ -53,15 +54,23 @@ def make_image(num_props=2000, num_gts=20, near_fraction=0.3, num_classes=80, se
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--repeats", type=int, default=3000)
     ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds (repeats split over them)")
+    ap.add_argument(
+        "--rounds", type=int, default=10, help="interleaved rounds (repeats split over them)"
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
-    ap.add_argument("--scenario", choices=["busy", "sparse", "both"], default="both",
-                    help="busy: more positives than the 128 positive slots (the samplers choose "
-                         "among them); sparse: fewer positives than slots (all are kept)")
+    ap.add_argument(
+        "--scenario",
+        choices=["busy", "sparse", "both"],
+        default="both",
+        help="busy: more positives than the 128 positive slots (the samplers choose "
+        "among them); sparse: fewer positives than slots (all are kept)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,11 +86,15 @@ def run(args, near_fraction):
     num_neg = int((labels == bg).sum())
     neg_ious = max_ious[labels == bg]
     hist = torch.histc(neg_ious.float().cpu(), bins=5, min=0, max=0.5).long().tolist()
-    print(f"proposals {N} (incl. 20 GT), positives {num_pos}, negatives {num_neg}, "
-          f"ignored {N - num_pos - num_neg}; negative IoU histogram over [0, .5) in 5 bins: {hist}; "
-          f"IoU==0 negatives: {int((neg_ious == 0).sum())}")
-    print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"512 RoIs, positive fraction 0.25")
+    print(
+        f"proposals {N} (incl. 20 GT), positives {num_pos}, negatives {num_neg}, "
+        f"ignored {N - num_pos - num_neg}; negative IoU histogram over [0, .5) in 5 bins: {hist}; "
+        f"IoU==0 negatives: {int((neg_ious == 0).sum())}"
+    )
+    print(
+        f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"512 RoIs, positive fraction 0.25"
+    )
 
     def sync():
         if args.device.startswith("cuda"):
@@ -92,19 +105,38 @@ def run(args, near_fraction):
         "detectron2 subsample_labels": lambda: subsample_labels(labels, 512, 0.25, bg),
         "libra random+random": lambda: libra_subsample_labels(labels, 512, 0.25, bg, **common),
         "libra iou_balanced+instance": lambda: libra_subsample_labels(
-            labels, 512, 0.25, bg, pos_sampling="instance", neg_sampling="iou_balanced", **common),
+            labels, 512, 0.25, bg, pos_sampling="instance", neg_sampling="iou_balanced", **common
+        ),
         "libra iou_balanced+instance (iou_upper=0.5)": lambda: libra_subsample_labels(
-            labels, 512, 0.25, bg, pos_sampling="instance", neg_sampling="iou_balanced",
-            iou_upper=0.5, **common),
+            labels,
+            512,
+            0.25,
+            bg,
+            pos_sampling="instance",
+            neg_sampling="iou_balanced",
+            iou_upper=0.5,
+            **common,
+        ),
         "libra iou_balanced (random pos)": lambda: libra_subsample_labels(
-            labels, 512, 0.25, bg, neg_sampling="iou_balanced", **common),
+            labels, 512, 0.25, bg, neg_sampling="iou_balanced", **common
+        ),
         "libra instance (random neg)": lambda: libra_subsample_labels(
-            labels, 512, 0.25, bg, pos_sampling="instance", **common),
+            labels, 512, 0.25, bg, pos_sampling="instance", **common
+        ),
         "libra iou_balanced+class": lambda: libra_subsample_labels(
-            labels, 512, 0.25, bg, pos_sampling="class", neg_sampling="iou_balanced", **common),
+            labels, 512, 0.25, bg, pos_sampling="class", neg_sampling="iou_balanced", **common
+        ),
         "libra iou_balanced floor_thr=0 frac=0.5": lambda: libra_subsample_labels(
-            labels, 512, 0.25, bg, pos_sampling="instance", neg_sampling="iou_balanced",
-            floor_thr=0.0, floor_fraction=0.5, **common),
+            labels,
+            512,
+            0.25,
+            bg,
+            pos_sampling="instance",
+            neg_sampling="iou_balanced",
+            floor_thr=0.0,
+            floor_fraction=0.5,
+            **common,
+        ),
     }
     times = {k: [] for k in methods}
     for f in methods.values():

@@ -7,6 +7,7 @@ Per run: the logging windows in which ``clip/clipped_fraction`` (the window's me
 Detectron2's JSON writer logs it) was above 0, the last such window's iteration, and the largest
 logged ``clip/total_norm`` (whole-model clipping) or ``clip/max_norm`` (per-parameter).
 """
+
 import argparse
 import glob
 import json
@@ -21,9 +22,11 @@ def clip_activity(metrics_path):
     clipped = [r["iteration"] for r in rows if r["clip/clipped_fraction"] > 0]
     norm_key = "clip/total_norm" if "clip/total_norm" in rows[0] else "clip/max_norm"
     return {
-        "windows": len(rows), "clipped_windows": len(clipped),
+        "windows": len(rows),
+        "clipped_windows": len(clipped),
         "last_clipped_iter": max(clipped) if clipped else None,
-        "largest_norm": max(r[norm_key] for r in rows), "norm": norm_key,
+        "largest_norm": max(r[norm_key] for r in rows),
+        "norm": norm_key,
     }
 
 
@@ -37,10 +40,16 @@ def main():
         a = clip_activity(path)
         if a is None:
             continue
-        print("| {} | {} of {} | {} | {:.1f} ({}) |".format(
-            os.path.basename(os.path.dirname(path)), a["clipped_windows"], a["windows"],
-            a["last_clipped_iter"] if a["last_clipped_iter"] is not None else "-",
-            a["largest_norm"], a["norm"]))
+        print(
+            "| {} | {} of {} | {} | {:.1f} ({}) |".format(
+                os.path.basename(os.path.dirname(path)),
+                a["clipped_windows"],
+                a["windows"],
+                a["last_clipped_iter"] if a["last_clipped_iter"] is not None else "-",
+                a["largest_norm"],
+                a["norm"],
+            )
+        )
 
 
 if __name__ == "__main__":

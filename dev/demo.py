@@ -5,6 +5,7 @@ last checkpoint (--resume) instead of starting over.
 
     python dev/demo.py [--config-file CFG] [--output-dir DIR] [opts ...]
 """
+
 import argparse
 import json
 import os
@@ -42,23 +43,49 @@ def main():
     out = args.output_dir
     t_train = step(
         "train + evaluate (CPU)",
-        [py, "projects/train_net.py", "--config-file", args.config_file, "--resume",
-         "OUTPUT_DIR", out, *args.opts],
+        [
+            py,
+            "projects/train_net.py",
+            "--config-file",
+            args.config_file,
+            "--resume",
+            "OUTPUT_DIR",
+            out,
+            *args.opts,
+        ],
     )
     with open(os.path.join(REPO_ROOT, out, "eval_results.json")) as f:
         trained = json.load(f)["bbox"]
     picture = os.path.join(out, "detections.png")
     step(
         "draw detections",
-        [py, "dev/visualize_detections.py", "--config-file", args.config_file, "--weights",
-         os.path.join(out, "model_final.pth"), "--output", picture, *args.opts],
+        [
+            py,
+            "dev/visualize_detections.py",
+            "--config-file",
+            args.config_file,
+            "--weights",
+            os.path.join(out, "model_final.pth"),
+            "--output",
+            picture,
+            *args.opts,
+        ],
     )
     reload_dir = os.path.join(out, "eval_only")
     t_eval = step(
         "reload the checkpoint with --eval-only",
-        [py, "projects/train_net.py", "--config-file", args.config_file, "--eval-only",
-         "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), "OUTPUT_DIR", reload_dir,
-         *args.opts],
+        [
+            py,
+            "projects/train_net.py",
+            "--config-file",
+            args.config_file,
+            "--eval-only",
+            "MODEL.WEIGHTS",
+            os.path.join(out, "model_final.pth"),
+            "OUTPUT_DIR",
+            reload_dir,
+            *args.opts,
+        ],
     )
     with open(os.path.join(REPO_ROOT, reload_dir, "eval_results.json")) as f:
         reloaded = json.load(f)["bbox"]
@@ -67,7 +94,11 @@ def main():
     print(ap_table([("trained", trained), ("reloaded (--eval-only)", reloaded)]))
     same = all(abs(trained[k] - reloaded[k]) < 1e-9 for k in AP_KEYS)
     print("\noutput folder: {}".format(out))
-    print("  model_final.pth, metrics.json, events.out.tfevents.* (tensorboard --logdir {}),".format(out))
+    print(
+        "  model_final.pth, metrics.json, events.out.tfevents.* (tensorboard --logdir {}),".format(
+            out
+        )
+    )
     print("  eval_results.json, detections.png, log.txt")
     print("train + eval: {:.0f} s, reload + eval: {:.0f} s".format(t_train, t_eval))
     if not same:

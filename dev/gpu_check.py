@@ -17,6 +17,7 @@ Steps (each timed; one summary table at the end, also written to OUT/gpu.md):
 
 It refuses to start without CUDA (exit code 2). The LT-Shapes data is generated if missing.
 """
+
 import argparse
 import json
 import math
@@ -36,8 +37,11 @@ TRAININGS = [
     ("RGA + PRM", TINY + "faster_rcnn_R_18_FPN_tiny_rga_prm.yaml", []),
     ("EFL RetinaNet", TINY + "efl_retinanet_R_18_FPN_tiny.yaml", []),
     ("LOCE stage 1", TINY + "loce_faster_rcnn_R_18_FPN_tiny_stage1.yaml", []),
-    ("LOCE stage 2", TINY + "loce_faster_rcnn_R_18_FPN_tiny_stage2.yaml",
-     ["@weights:LOCE stage 1"]),
+    (
+        "LOCE stage 2",
+        TINY + "loce_faster_rcnn_R_18_FPN_tiny_stage2.yaml",
+        ["@weights:LOCE stage 1"],
+    ),
 ]
 BENCHMARKS = [
     ["dev/benchmark_libra_rcnn.py", "--rounds", "3", "--steps", "5"],
@@ -52,8 +56,9 @@ def plan(args):
     steps = ["pytest -m cuda (the CUDA-only tests)"]
     for name, config, _ in TRAININGS:
         for precision in ("fp32", "amp"):
-            steps.append("train {} [{}] {} for {} iterations".format(name, precision, config,
-                                                                  args.iters))
+            steps.append(
+                "train {} [{}] {} for {} iterations".format(name, precision, config, args.iters)
+            )
     steps += ["host syncs per step: " + name for name, _, _ in TRAININGS[:-1]]
     steps.append("NCCL process group of 1 GPU through libra_d2.engine.launch")
     steps += ["benchmark on cuda: " + b[0] for b in BENCHMARKS]
@@ -64,18 +69,31 @@ def plan(args):
 def run(cmd, log_path, env=None, timeout=600):
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
-                              env=env, timeout=timeout)
+        proc = subprocess.run(
+            cmd,
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
     return proc.returncode, time.perf_counter() - t0
 
 
 def cuda_tests(args, out):
-    rc, secs = run([sys.executable, "-m", "pytest", "-m", "cuda", "-p", "no:randomly", "tests"],
-                   os.path.join(out, "pytest_cuda.log"))
+    rc, secs = run(
+        [sys.executable, "-m", "pytest", "-m", "cuda", "-p", "no:randomly", "tests"],
+        os.path.join(out, "pytest_cuda.log"),
+    )
     with open(os.path.join(out, "pytest_cuda.log")) as f:
         tail = [line.strip() for line in f if "passed" in line or "failed" in line]
-    return {"step": "CUDA-only tests", "ok": rc == 0, "seconds": secs,
-            "detail": tail[-1] if tail else "rc={}".format(rc)}
+    return {
+        "step": "CUDA-only tests",
+        "ok": rc == 0,
+        "seconds": secs,
+        "detail": tail[-1] if tail else "rc={}".format(rc),
+    }
 
 
 def training(args, out, name, config, extra, precision, finished):
@@ -85,15 +103,34 @@ def training(args, out, name, config, extra, precision, finished):
         if e.startswith("@weights:"):
             src = finished.get((e.split(":", 1)[1], precision))
             if src is None:
-                return {"step": "train {} [{}]".format(name, precision), "ok": False, "seconds": 0,
-                        "detail": "needs {}".format(e.split(":", 1)[1])}
+                return {
+                    "step": "train {} [{}]".format(name, precision),
+                    "ok": False,
+                    "seconds": 0,
+                    "detail": "needs {}".format(e.split(":", 1)[1]),
+                }
             opts += ["MODEL.WEIGHTS", os.path.join(src, "model_final.pth")]
         else:
             opts.append(e)
-    cmd = [sys.executable, "projects/train_net.py", "--config-file", config,
-           "MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", str(precision == "amp"),
-           "SOLVER.MAX_ITER", str(args.iters), "SOLVER.CHECKPOINT_PERIOD", str(args.iters),
-           "DATASETS.TEST", "()", "OUTPUT_DIR", run_dir, *opts]
+    cmd = [
+        sys.executable,
+        "projects/train_net.py",
+        "--config-file",
+        config,
+        "MODEL.DEVICE",
+        "cuda",
+        "SOLVER.AMP.ENABLED",
+        str(precision == "amp"),
+        "SOLVER.MAX_ITER",
+        str(args.iters),
+        "SOLVER.CHECKPOINT_PERIOD",
+        str(args.iters),
+        "DATASETS.TEST",
+        "()",
+        "OUTPUT_DIR",
+        run_dir,
+        *opts,
+    ]
     os.makedirs(run_dir, exist_ok=True)
     rc, secs = run(cmd, os.path.join(run_dir, "stdout.log"))
     detail, ok = "exit code {}".format(rc), rc == 0
@@ -104,12 +141,21 @@ def training(args, out, name, config, extra, precision, finished):
         losses = [r["total_loss"] for r in rows if "total_loss" in r]
         times = [r["time"] for r in rows if "time" in r]
         ok = bool(losses) and all(math.isfinite(x) for x in losses)
-        detail = "total_loss {:.3f} -> {:.3f}; {:.3f} s/iter".format(
-            losses[0], losses[-1], times[-1] if times else float("nan")) if losses else "no losses"
+        detail = (
+            "total_loss {:.3f} -> {:.3f}; {:.3f} s/iter".format(
+                losses[0], losses[-1], times[-1] if times else float("nan")
+            )
+            if losses
+            else "no losses"
+        )
         if ok:
             finished[(name, precision)] = run_dir
-    return {"step": "train {} [{}]".format(name, precision), "ok": ok, "seconds": secs,
-            "detail": detail}
+    return {
+        "step": "train {} [{}]".format(name, precision),
+        "ok": ok,
+        "seconds": secs,
+        "detail": detail,
+    }
 
 
 def host_syncs(args, out, name, config):
@@ -122,8 +168,17 @@ def host_syncs(args, out, name, config):
 
     t0 = time.perf_counter()
     cli = default_argument_parser().parse_args(
-        ["--config-file", os.path.join(REPO_ROOT, config), "MODEL.DEVICE", "cuda",
-         "DATASETS.TEST", "()", "OUTPUT_DIR", os.path.join(out, "syncs")])
+        [
+            "--config-file",
+            os.path.join(REPO_ROOT, config),
+            "MODEL.DEVICE",
+            "cuda",
+            "DATASETS.TEST",
+            "()",
+            "OUTPUT_DIR",
+            os.path.join(out, "syncs"),
+        ]
+    )
     cfg = setup_cfg(cli, do_default_setup=False)
     trainer = LibraTrainer(cfg)
     trainer.iter = trainer.start_iter = 0
@@ -144,8 +199,14 @@ def host_syncs(args, out, name, config):
     for w in caught:
         if "synchroniz" not in str(w.message):
             continue
-        where = "{}:{}".format(os.path.relpath(w.filename, REPO_ROOT) if w.filename.startswith(
-            REPO_ROOT) else "/".join(w.filename.split("/")[-3:]), w.lineno)
+        where = "{}:{}".format(
+            (
+                os.path.relpath(w.filename, REPO_ROOT)
+                if w.filename.startswith(REPO_ROOT)
+                else "/".join(w.filename.split("/")[-3:])
+            ),
+            w.lineno,
+        )
         places[where] = places.get(where, 0) + 1
     total = sum(places.values())
     ours = {k: v for k, v in places.items() if k.startswith("libra_d2")}
@@ -153,9 +214,14 @@ def host_syncs(args, out, name, config):
         json.dump(places, f, indent=1, sort_keys=True)
     busiest = sorted(ours.items(), key=lambda kv: -kv[1])[:4]
     top = ", ".join("{} x{}".format(k, v) for k, v in busiest)
-    return {"step": "host syncs per step: " + name, "ok": True, "seconds": time.perf_counter() - t0,
-            "detail": "{} in all, {} in libra_d2{}".format(total, sum(ours.values()),
-                                                           " ({})".format(top) if top else "")}
+    return {
+        "step": "host syncs per step: " + name,
+        "ok": True,
+        "seconds": time.perf_counter() - t0,
+        "detail": "{} in all, {} in libra_d2{}".format(
+            total, sum(ours.values()), " ({})".format(top) if top else ""
+        ),
+    }
 
 
 def _nccl_worker(config, result_path):
@@ -168,8 +234,17 @@ def _nccl_worker(config, result_path):
 
     assert dist.get_backend() == "nccl", dist.get_backend()
     cli = default_argument_parser().parse_args(
-        ["--config-file", os.path.join(REPO_ROOT, config), "MODEL.DEVICE", "cuda",
-         "DATASETS.TEST", "()", "OUTPUT_DIR", os.path.dirname(result_path)])
+        [
+            "--config-file",
+            os.path.join(REPO_ROOT, config),
+            "MODEL.DEVICE",
+            "cuda",
+            "DATASETS.TEST",
+            "()",
+            "OUTPUT_DIR",
+            os.path.dirname(result_path),
+        ]
+    )
     trainer = LibraTrainer(setup_cfg(cli, do_default_setup=False))
     stats = {k: v for k, v in trainer.model.state_dict().items() if k.startswith("efl.statistics")}
     reduced = {}
@@ -191,33 +266,58 @@ def nccl_group(args, out):
     t0 = time.perf_counter()
     path = os.path.join(out, "nccl", "result.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    launch(_nccl_worker, 1, args=(TINY + "efl_retinanet_R_18_FPN_tiny.yaml", path), use_cuda=True,
-           init_single_process_group=True)
+    launch(
+        _nccl_worker,
+        1,
+        args=(TINY + "efl_retinanet_R_18_FPN_tiny.yaml", path),
+        use_cuda=True,
+        init_single_process_group=True,
+    )
     with open(path) as f:
         res = json.load(f)
     ok = bool(res["reduced"]) and all(res["reduced"].values())
-    return {"step": "NCCL process group (1 GPU)", "ok": ok, "seconds": time.perf_counter() - t0,
-            "detail": "{} EFL statistic tensors all-reduced on CUDA, a training step in the "
-                      "group".format(len(res["reduced"]))}
+    return {
+        "step": "NCCL process group (1 GPU)",
+        "ok": ok,
+        "seconds": time.perf_counter() - t0,
+        "detail": "{} EFL statistic tensors all-reduced on CUDA, a training step in the "
+        "group".format(len(res["reduced"])),
+    }
 
 
 def benchmark(args, out, cmd):
     name = os.path.splitext(os.path.basename(cmd[0]))[0]
     report = os.path.join(out, "{}.md".format(name))
-    rc, secs = run([sys.executable, *cmd, "--device", "cuda", "--output", report],
-                   os.path.join(out, "{}.log".format(name)))
-    return {"step": "benchmark " + name, "ok": rc == 0, "seconds": secs,
-            "detail": "table in {}".format(os.path.relpath(report, REPO_ROOT)) if rc == 0
-            else "exit code {} (log: {}.log)".format(rc, name)}
+    rc, secs = run(
+        [sys.executable, *cmd, "--device", "cuda", "--output", report],
+        os.path.join(out, "{}.log".format(name)),
+    )
+    return {
+        "step": "benchmark " + name,
+        "ok": rc == 0,
+        "seconds": secs,
+        "detail": (
+            "table in {}".format(os.path.relpath(report, REPO_ROOT))
+            if rc == 0
+            else "exit code {} (log: {}.log)".format(rc, name)
+        ),
+    }
 
 
 # ---------------------------------------------------------------------------------------- main
 def summary_table(results, device):
-    lines = ["GPU check on {} ({}).".format(device, time.strftime("%Y-%m-%d")), "",
-             "| step | result | seconds | detail |", "|---|---|---|---|"]
+    lines = [
+        "GPU check on {} ({}).".format(device, time.strftime("%Y-%m-%d")),
+        "",
+        "| step | result | seconds | detail |",
+        "|---|---|---|---|",
+    ]
     for r in results:
-        lines.append("| {} | {} | {:.0f} | {} |".format(r["step"], "ok" if r["ok"] else "FAILED",
-                                                       r["seconds"], r["detail"]))
+        lines.append(
+            "| {} | {} | {:.0f} | {} |".format(
+                r["step"], "ok" if r["ok"] else "FAILED", r["seconds"], r["detail"]
+            )
+        )
     return "\n".join(lines)
 
 
@@ -225,8 +325,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.join(REPO_ROOT, "output", "gpu_check"))
     ap.add_argument("--iters", type=int, default=20, help="iterations of each training")
-    ap.add_argument("--only", nargs="*", default=[], help="run only the steps whose name has one "
-                                                          "of these words")
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        default=[],
+        help="run only the steps whose name has one of these words",
+    )
     ap.add_argument("--plan", action="store_true", help="print the steps and exit")
     args = ap.parse_args()
     steps = plan(args)
@@ -236,17 +340,20 @@ def main():
     import torch
 
     if not torch.cuda.is_available():
-        print("gpu_check: no CUDA device is visible (torch.cuda.is_available() is False); this "
-              "check needs a CUDA GPU. `python dev/gpu_check.py --plan` lists its steps.",
-              file=sys.stderr)
+        print(
+            "gpu_check: no CUDA device is visible (torch.cuda.is_available() is False); this "
+            "check needs a CUDA GPU. `python dev/gpu_check.py --plan` lists its steps.",
+            file=sys.stderr,
+        )
         return 2
     sys.path.insert(0, REPO_ROOT)
     os.makedirs(args.out, exist_ok=True)
     os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(REPO_ROOT, "datasets"))
     root = os.path.join(os.environ["DETECTRON2_DATASETS"], "lt_shapes")
     if not os.path.exists(os.path.join(root, "lt_shapes_train.json")):
-        subprocess.check_call([sys.executable, "datasets/prepare_lt_shapes.py", "--root", root],
-                              cwd=REPO_ROOT)
+        subprocess.check_call(
+            [sys.executable, "datasets/prepare_lt_shapes.py", "--root", root], cwd=REPO_ROOT
+        )
     import libra_d2  # noqa: F401  (registers LT-Shapes at $DETECTRON2_DATASETS)
 
     def wanted(step):
@@ -258,8 +365,9 @@ def main():
         results.append(cuda_tests(args, args.out))
     for name, config, extra in TRAININGS:
         for precision in ("fp32", "amp"):
-            if wanted("train {} [{}] {} for {} iterations".format(name, precision, config,
-                                                                  args.iters)):
+            if wanted(
+                "train {} [{}] {} for {} iterations".format(name, precision, config, args.iters)
+            ):
                 results.append(training(args, args.out, name, config, extra, precision, finished))
                 print(results[-1], flush=True)
     for name, config, _ in TRAININGS[:-1]:
@@ -267,20 +375,33 @@ def main():
             try:
                 results.append(host_syncs(args, args.out, name, config))
             except Exception as e:  # report and go on: one table for everything
-                results.append({"step": "host syncs per step: " + name, "ok": False,
-                                "seconds": 0, "detail": repr(e)[:200]})
+                results.append(
+                    {
+                        "step": "host syncs per step: " + name,
+                        "ok": False,
+                        "seconds": 0,
+                        "detail": repr(e)[:200],
+                    }
+                )
     if wanted("NCCL process group of 1 GPU through libra_d2.engine.launch"):
         try:
             results.append(nccl_group(args, args.out))
         except Exception as e:
-            results.append({"step": "NCCL process group (1 GPU)", "ok": False, "seconds": 0,
-                            "detail": repr(e)[:200]})
+            results.append(
+                {
+                    "step": "NCCL process group (1 GPU)",
+                    "ok": False,
+                    "seconds": 0,
+                    "detail": repr(e)[:200],
+                }
+            )
     for cmd in BENCHMARKS:
         if wanted("benchmark on cuda: " + cmd[0]):
             results.append(benchmark(args, args.out, cmd))
     table = summary_table(results, torch.cuda.get_device_name())
     table += "\n\nTotal {:.0f} s. Logs, metrics and benchmark tables under `{}`.".format(
-        time.perf_counter() - t_start, os.path.relpath(args.out, REPO_ROOT))
+        time.perf_counter() - t_start, os.path.relpath(args.out, REPO_ROOT)
+    )
     print(table)
     with open(os.path.join(args.out, "gpu.md"), "w") as f:
         f.write("# GPU check (dev/gpu_check.sh)\n\n" + table + "\n")

@@ -3,50 +3,52 @@
 
     python3 dev/install_env.py [--venv .venv] [--force]
 
-Run by `make env` (and so by `make demo` / `make test`). Idempotent: when the environment is complete
-and was built by this exact script with the same package specs, it returns at once.
+Run by `make env` (and so by `make demo` / `make test`). Idempotent: when the environment is
+complete and was built by this exact script with the same package specs, it returns at once.
 
 Environment variables (all optional):
     TORCH_SPEC        pip spec(s) for torch + torchvision. Default: the pinned pair below.
-    DETECTRON2_SPEC   pip spec of the official Detectron2 source, tried first (e.g. a git URL, a local
-                      checkout or a source archive such as ../shared/vendor/detectron2-main.tar.gz).
+    DETECTRON2_SPEC   pip spec of the official Detectron2 source, tried first (e.g. a git URL, a
+                      local checkout or a source archive such as
+                      ../shared/vendor/detectron2-main.tar.gz).
                       Set it to an empty string to go straight to the fallback.
-    DETECTRON2_FALLBACK  "1" (default): fall back to pb1-detectron2 0.6 when the official source cannot
-                      be installed. "0": fail instead (CI's Detectron2-main environment must never
-                      silently test 0.6).
+    DETECTRON2_FALLBACK  "1" (default): fall back to pb1-detectron2 0.6 when the official source
+                      cannot be installed. "0": fail instead (CI's Detectron2-main environment
+                      must never silently test 0.6).
     LIBRA_D2_WHEEL_CACHE  where wheels built from a local Detectron2 archive or checkout are kept
                       (default ~/.cache/libra_d2/wheels), keyed by the source's content hash, the
-                      Python and the torch version: the 15-minute build of the compiled ops runs once
-                      per machine. Set it to an empty string to always build.
+                      Python and the torch version: the 15-minute build of the compiled ops runs
+                      once per machine. Set it to an empty string to always build.
     LIBRA_D2_EXTRA_PIP_ARGS  extra arguments for every pip call (e.g. a local index).
 
 Why each step is here (this is the only place that knows how the environment is made):
 * torch / torchvision: the default PyPI builds (CUDA-enabled) run on CPU as well. They are pinned
-  because an unpinned `torch` resolves to the newest release (several GB to download) and because the
-  CPU-only torch wheel that some machines carry has no matching torchvision.
+  because an unpinned `torch` resolves to the newest release (several GB to download) and because
+  the CPU-only torch wheel that some machines carry has no matching torchvision.
 * Detectron2 is not on PyPI under its name. The official source is tried first (GPU users get the
-  compiled ops); when it cannot be reached or built we fall back to `pb1-detectron2==0.6`, which is the
-  official 0.6 source release *without* its C++ sources (`detectron2/layers/csrc` is missing). That
-  sdist cannot be installed by pip as it is, so we:
-    - fetch and unpack it with `pip download --no-clean` (pip refuses to resolve it because one of its
-      extras names a direct URL; the unpacked tree is still left in our private TMPDIR);
+  compiled ops); when it cannot be reached or built we fall back to `pb1-detectron2==0.6`, which is
+  the official 0.6 source release *without* its C++ sources (`detectron2/layers/csrc` is missing).
+  That sdist cannot be installed by pip as it is, so we:
+    - fetch and unpack it with `pip download --no-clean` (pip refuses to resolve it because one of
+      its extras names a direct URL; the unpacked tree is still left in our private TMPDIR);
     - drop the C++ extension and that URL extra from its setup.py, and unpin `black==21.4b2`, which
       does not install on current Python;
-    - copy its model-zoo configs where its setup.py looks for them (they are otherwise not installed,
-      and `detectron2.model_zoo.get_config_file` would fail);
+    - copy its model-zoo configs where its setup.py looks for them (they are otherwise not
+      installed, and `detectron2.model_zoo.get_config_file` would fail);
     - replace NumPy aliases removed in NumPy 1.24 (`np.bool`, `np.int`, `np.float`, `np.str`,
       `np.object`) by the builtins they always meant, and `Image.LINEAR` (removed in Pillow 10) by
       `Image.BILINEAR`, its old alias;
     - add a stand-in `detectron2/_C.py`: importing it works (several modules import `_C` at module
-      level), and touching a missing op (rotated boxes, deformable conv, the fast COCOeval, ...) raises
-      an error naming the op and how to get it, instead of an ImportError deep inside an unrelated
-      import, or silence.
+      level), and touching a missing op (rotated boxes, deformable conv, the fast COCOeval, ...)
+      raises an error naming the op and how to get it, instead of an ImportError deep inside an
+      unrelated import, or silence.
   `setuptools<81` is kept because `detectron2.model_zoo` imports `pkg_resources`.
 * ninja: torch's extension builder compiles Detectron2's C++ sources in parallel with it (the build
   of main's compiled ops is the slow step of a fresh environment).
 * lvis 0.5.3 (the newest) uses `np.float`; libra_d2 fixes that at run time (libra_d2/evaluation), so
   it is installed unmodified here.
 """
+
 import argparse
 import glob
 import hashlib
@@ -63,8 +65,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TORCH_SPEC = "torch==2.14.1 torchvision==0.29.1"
 DEFAULT_DETECTRON2_SPEC = "git+https://github.com/facebookresearch/detectron2.git"
 FALLBACK_DETECTRON2 = "pb1-detectron2==0.6"
-# Runtime and test dependencies of Detectron2 and libra_d2 (Detectron2's own list, minus what does not
-# install on current Python, plus the evaluation libraries and the test runner).
+# Runtime and test dependencies of Detectron2 and libra_d2 (Detectron2's own list, minus what does
+# not install on current Python, plus the evaluation libraries and the test runner).
 BASE_PACKAGES = [
     "setuptools<81",
     "wheel",
@@ -87,6 +89,8 @@ BASE_PACKAGES = [
     "omegaconf>=2.1",
     "hydra-core>=1.1",
     "black",
+    "flake8",
+    "isort",
     "ninja",
     "pytest",
 ]
@@ -95,8 +99,9 @@ STAMP_NAME = ".libra_d2_env.json"
 # The stand-in for the compiled module, written into the fallback's source tree as detectron2/_C.py.
 _C_STANDIN = '''"""Stand-in for detectron2._C, written by libra_d2's dev/install_env.py.
 
-This Detectron2 was installed from the PyPI source release pb1-detectron2==0.6, which ships without its
-C++/CUDA sources, so no compiled op exists. Import works; using any op raises MissingCompiledOpError.
+This Detectron2 was installed from the PyPI source release pb1-detectron2==0.6, which ships without
+its C++/CUDA sources, so no compiled op exists. Import works; using any op raises
+MissingCompiledOpError.
 """
 
 IS_STANDIN = True
@@ -123,7 +128,8 @@ def __getattr__(name):
         raise AttributeError(name)
     raise MissingCompiledOpError(
         "detectron2._C.{0} is not available: this Detectron2 was installed without its compiled "
-        "C++/CUDA extension (pb1-detectron2 source release), so the op '{0}' (used by rotated boxes, "
+        "C++/CUDA extension (pb1-detectron2 source release), so the op '{0}' (used by rotated "
+        "boxes, "
         "deformable convolution, ROIAlignRotated and the fast COCOeval) cannot run. Install the "
         "official Detectron2 from source (see the libra_d2 README) to use it.".format(name)
     )
@@ -170,7 +176,9 @@ def environment_complete(venv_python, stamp_path, expected):
         except ValueError:
             return False
     # The stamp is written last; still check that the key imports work (a venv can be damaged).
-    return probe(venv_python, "import torch, torchvision, detectron2, libra_d2, lvis, cv2") is not None
+    return (
+        probe(venv_python, "import torch, torchvision, detectron2, libra_d2, lvis, cv2") is not None
+    )
 
 
 def patch_pb1_source(src):
@@ -219,8 +227,19 @@ def install_pb1_detectron2(venv_python, workdir):
     tmp = os.path.join(workdir, "pip-tmp")
     os.makedirs(tmp, exist_ok=True)
     env = dict(os.environ, TMPDIR=tmp)
-    cmd = [venv_python, "-m", "pip", "download", "--no-clean", "--no-deps", "--no-build-isolation",
-           "--disable-pip-version-check", "-d", os.path.join(workdir, "dl"), FALLBACK_DETECTRON2]
+    cmd = [
+        venv_python,
+        "-m",
+        "pip",
+        "download",
+        "--no-clean",
+        "--no-deps",
+        "--no-build-isolation",
+        "--disable-pip-version-check",
+        "-d",
+        os.path.join(workdir, "dl"),
+        FALLBACK_DETECTRON2,
+    ]
     cmd += os.environ.get("LIBRA_D2_EXTRA_PIP_ARGS", "").split()
     log("$ " + " ".join(cmd) + "   (expected to end with pip's direct-URL error)")
     subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -245,8 +264,11 @@ def source_digest(path):
                 h.update(block)
         return h.hexdigest()[:20]
     for top, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if d not in (".git", "build", "__pycache__")
-                         and not d.endswith(".egg-info"))
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if d not in (".git", "build", "__pycache__") and not d.endswith(".egg-info")
+        )
         for name in sorted(files):
             if name.endswith((".so", ".pyc")):
                 continue
@@ -260,12 +282,16 @@ def source_digest(path):
 def cached_wheel_dir(venv_python, d2_spec):
     """The wheel-cache folder for a local Detectron2 source, or None (remote spec / cache off)."""
     cache_root = os.environ.get(
-        "LIBRA_D2_WHEEL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "libra_d2", "wheels")
+        "LIBRA_D2_WHEEL_CACHE",
+        os.path.join(os.path.expanduser("~"), ".cache", "libra_d2", "wheels"),
     )
     if not cache_root or not os.path.exists(d2_spec):
         return None
-    build_env = probe(venv_python, "import sys, torch; print('py%d%d-torch%s' % (sys.version_info[:2]"
-                                   " + (torch.__version__,)))")
+    build_env = probe(
+        venv_python,
+        "import sys, torch; print('py%d%d-torch%s' % (sys.version_info[:2]"
+        " + (torch.__version__,)))",
+    )
     return os.path.join(cache_root, "detectron2-%s-%s" % (source_digest(d2_spec), build_env))
 
 
@@ -280,8 +306,10 @@ def install_official_detectron2(venv_python, d2_spec):
     if wheels:
         log("reusing the Detectron2 wheel built earlier from this source: %s" % wheels[0])
     else:
-        log("building Detectron2 with its compiled ops from %s (about 10-15 minutes on 2 cores; "
-            "cached in %s)" % (d2_spec, wheel_dir))
+        log(
+            "building Detectron2 with its compiled ops from %s (about 10-15 minutes on 2 cores; "
+            "cached in %s)" % (d2_spec, wheel_dir)
+        )
         partial = wheel_dir + ".partial"
         shutil.rmtree(partial, ignore_errors=True)
         pip(venv_python, "wheel", "--no-deps", "--no-build-isolation", "-w", partial, d2_spec)
@@ -298,10 +326,14 @@ def install_detectron2(venv_python, d2_spec):
             return "official (%s)" % d2_spec
         except subprocess.CalledProcessError:
             if not allow_fallback:
-                raise SystemExit("[install_env] official Detectron2 (%s) could not be installed, and "
-                                 "DETECTRON2_FALLBACK=0 forbids the 0.6 fallback" % d2_spec)
-            log("official Detectron2 (%s) could not be installed; falling back to %s"
-                % (d2_spec, FALLBACK_DETECTRON2))
+                raise SystemExit(
+                    "[install_env] official Detectron2 (%s) could not be installed, and "
+                    "DETECTRON2_FALLBACK=0 forbids the 0.6 fallback" % d2_spec
+                )
+            log(
+                "official Detectron2 (%s) could not be installed; falling back to %s"
+                % (d2_spec, FALLBACK_DETECTRON2)
+            )
     elif not allow_fallback:
         raise SystemExit("[install_env] DETECTRON2_FALLBACK=0 needs a DETECTRON2_SPEC")
     with tempfile.TemporaryDirectory(prefix="libra_d2_d2_") as workdir:
@@ -348,8 +380,11 @@ def main():
     with open(stamp_path, "w") as f:
         json.dump(expected, f)
     log("environment ready: torch, detectron2 = %s" % versions)
-    probes = probe(venv_python, "from libra_d2.utils.compat import feature_report as r; "
-                                "print(', '.join('%s=%s' % kv for kv in r().items()))")
+    probes = probe(
+        venv_python,
+        "from libra_d2.utils.compat import feature_report as r; "
+        "print(', '.join('%s=%s' % kv for kv in r().items()))",
+    )
     log("libra_d2 feature probes: %s" % probes)
     return 0
 

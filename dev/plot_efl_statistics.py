@@ -24,6 +24,7 @@ Training frequency = number of training images containing the category (the trai
 Writes ``efl_gamma_vs_frequency.png``, ``efl_score_margin.png`` and ``efl_statistics.json`` (all
 numbers) to ``--output-dir``.
 """
+
 import argparse
 import json
 import os
@@ -31,7 +32,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import libra_d2  # noqa: E402,F401  (first: registers components)
+import libra_d2  # noqa: E402,F401  isort: skip (first: registers components)
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
@@ -48,12 +49,12 @@ from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K  # n
 
 from libra_d2.config import add_libra_config  # noqa: E402
 from libra_d2.data import CheckedDatasetMapper  # noqa: E402
-from libra_d2.engine.setup import merge_cfg_checked  # noqa: E402
 from libra_d2.data.class_frequency import (  # noqa: E402
     training_class_image_counts,
     training_frequency_groups,
 )
 from libra_d2.data.frequency_groups import frequency_group_of  # noqa: E402
+from libra_d2.engine.setup import merge_cfg_checked  # noqa: E402
 
 GROUP_COLORS = {"r": "tab:red", "c": "tab:orange", "f": "tab:blue"}
 MARKERS = ["o", "s", "^", "D", "v", "P"]
@@ -84,14 +85,16 @@ def mean_scores(cfg, model, dataset, num_images, batch_size=4):
     sums = torch.zeros(2, K, dtype=torch.float64)
     counts = torch.zeros(2, K, dtype=torch.float64)
     for start in range(0, len(records), batch_size):
-        batch = [mapper(dict(r)) for r in records[start:start + batch_size]]
+        batch = [mapper(dict(r)) for r in records[start : start + batch_size]]
         images = model.preprocess_image(batch)
         features = model.backbone(images.tensor)
         features = [features[f] for f in model.head_in_features]
         predictions = model.head(features)
         logits = [permute_to_N_HWA_K(x, K) for x in predictions[0]]  # (N, HWA, K) per level
         anchors = model.anchor_generator(features)
-        gt_labels, _ = model.label_anchors(anchors, [b["instances"].to(model.device) for b in batch])
+        gt_labels, _ = model.label_anchors(
+            anchors, [b["instances"].to(model.device) for b in batch]
+        )
         scores = cat(logits, dim=1).sigmoid().double()  # (N, R, K)
         for n, labels in enumerate(gt_labels):
             valid = labels >= 0
@@ -107,13 +110,20 @@ def mean_scores(cfg, model, dataset, num_images, batch_size=4):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", nargs=3, action="append", required=True,
-                        metavar=("LABEL", "CONFIG", "WEIGHTS"))
-    parser.add_argument("--dataset", default=None, help="images to score (default: config's test set)")
+    parser.add_argument(
+        "--model", nargs=3, action="append", required=True, metavar=("LABEL", "CONFIG", "WEIGHTS")
+    )
+    parser.add_argument(
+        "--dataset", default=None, help="images to score (default: config's test set)"
+    )
     parser.add_argument("--num-images", type=int, default=64)
     parser.add_argument("--output-dir", default="output/efl_statistics")
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                        help="config overrides applied to every model")
+    parser.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="config overrides applied to every model",
+    )
     args = parser.parse_args(argv)
     os.makedirs(args.output_dir, exist_ok=True)
 
@@ -123,25 +133,42 @@ def main(argv=None):
         K = model.num_classes
         counts = training_class_image_counts(cfg.DATASETS.TRAIN, K).numpy()
         groups = training_frequency_groups(cfg.DATASETS.TRAIN, K) or [
-            frequency_group_of(float(c)) for c in counts]
-        dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else cfg.DATASETS.TRAIN[0])
+            frequency_group_of(float(c)) for c in counts
+        ]
+        dataset = args.dataset or (
+            cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else cfg.DATASETS.TRAIN[0]
+        )
         pos, neg, num_pos = mean_scores(cfg, model, dataset, args.num_images)
         entry = {
-            "config": config_file, "weights": weights, "dataset": dataset,
+            "config": config_file,
+            "weights": weights,
+            "dataset": dataset,
             "num_images": min(args.num_images, len(DatasetCatalog.get(dataset))),
-            "classes": list(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", range(K))),
-            "train_image_count": counts.tolist(), "group": groups,
-            "mean_score_pos": pos.tolist(), "mean_score_neg": neg.tolist(),
+            "classes": list(
+                MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", range(K))
+            ),
+            "train_image_count": counts.tolist(),
+            "group": groups,
+            "mean_score_pos": pos.tolist(),
+            "mean_score_neg": neg.tolist(),
             "num_pos_anchors": num_pos.tolist(),
         }
         if hasattr(model, "efl"):
             gamma, weight = model.efl.focusing_factors()
-            entry.update(gamma=gamma.tolist(), weight=weight.tolist(),
-                         grad_ratio=model.efl.statistics.ratio.tolist())
+            entry.update(
+                gamma=gamma.tolist(),
+                weight=weight.tolist(),
+                grad_ratio=model.efl.statistics.ratio.tolist(),
+            )
         report[label] = entry
-        print(f"{label}: {dataset}, {entry['num_images']} images; "
-              + ("gamma_j in [{:.2f}, {:.2f}]".format(min(entry["gamma"]), max(entry["gamma"]))
-                 if "gamma" in entry else "no EFL buffers"))
+        print(
+            f"{label}: {dataset}, {entry['num_images']} images; "
+            + (
+                "gamma_j in [{:.2f}, {:.2f}]".format(min(entry["gamma"]), max(entry["gamma"]))
+                if "gamma" in entry
+                else "no EFL buffers"
+            )
+        )
 
     with open(os.path.join(args.output_dir, "efl_statistics.json"), "w") as f:
         json.dump(report, f, indent=1)
@@ -154,8 +181,15 @@ def main(argv=None):
             x = np.maximum(np.array(e["train_image_count"]), 1)
             colors = [GROUP_COLORS.get(g, "gray") for g in e["group"]]
             marker = MARKERS[m % len(MARKERS)]
-            ax.scatter(x, e["gamma"], c=colors, marker=marker, edgecolors="black", linewidths=0.4,
-                       alpha=0.8)
+            ax.scatter(
+                x,
+                e["gamma"],
+                c=colors,
+                marker=marker,
+                edgecolors="black",
+                linewidths=0.4,
+                alpha=0.8,
+            )
             ax.scatter([], [], c="lightgray", marker=marker, edgecolors="black", label=lab)
         for g, color in GROUP_COLORS.items():
             ax.scatter([], [], c=color, label={"r": "rare", "c": "common", "f": "frequent"}[g])
@@ -177,10 +211,17 @@ def main(argv=None):
         order = np.argsort(np.array(e["train_image_count"]), kind="stable")
         pos, neg = np.array(e["mean_score_pos"])[order], np.array(e["mean_score_neg"])[order]
         idx = np.arange(len(order))
-        line = top.plot(idx, pos, marker=MARKERS[m % len(MARKERS)], ms=3, label=f"{lab}: positives")[0]
+        line = top.plot(
+            idx, pos, marker=MARKERS[m % len(MARKERS)], ms=3, label=f"{lab}: positives"
+        )[0]
         top.plot(idx, neg, ls="--", color=line.get_color(), label=f"{lab}: negatives")
-        bottom.bar(idx + (m - (len(report) - 1) / 2) * 0.8 / len(report), pos - neg,
-                   width=0.8 / len(report), color=line.get_color(), label=lab)
+        bottom.bar(
+            idx + (m - (len(report) - 1) / 2) * 0.8 / len(report),
+            pos - neg,
+            width=0.8 / len(report),
+            color=line.get_color(),
+            label=lab,
+        )
     first = next(iter(report.values()))
     order = np.argsort(np.array(first["train_image_count"]), kind="stable")
     groups = [first["group"][i] for i in order]
@@ -190,7 +231,9 @@ def main(argv=None):
         ax.set_xlim(-0.5, len(order) - 0.5)
         ax.grid(alpha=0.3)
     top.set_ylabel("mean predicted score")
-    values = np.array([v for e in report.values() for v in e["mean_score_pos"] + e["mean_score_neg"]])
+    values = np.array(
+        [v for e in report.values() for v in e["mean_score_pos"] + e["mean_score_neg"]]
+    )
     values = values[np.isfinite(values) & (values > 0)]
     if values.size and values.max() > 10 * values.min():
         top.set_yscale("log")

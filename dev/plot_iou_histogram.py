@@ -2,7 +2,8 @@
 """The paper's Fig. 3 on LT-Shapes: IoU histogram of the negatives that random sampling and
 IoU-balanced sampling pick from the proposals of a trained model.
 
-    python dev/plot_iou_histogram.py --config-file configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml \
+    python dev/plot_iou_histogram.py \\
+        --config-file configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml \\
         --weights output/demo/model_final.pth --output docs/iou_histogram.png [--num-images 200]
 
 The model's RPN proposes boxes for training images (training-time top-k, ground truth appended as
@@ -10,9 +11,10 @@ Detectron2's ROI heads do); the R-CNN sampler is then run on the same proposals 
 and once with IoU-balanced negatives (same seed). Prints the share of sampled negatives with IoU
 above 0.05 for both.
 """
+
 import argparse
 
-import libra_d2  # noqa: F401  (first: registers components)
+import libra_d2  # noqa: F401  isort: skip (first: registers components)
 import matplotlib
 
 matplotlib.use("Agg")
@@ -53,12 +55,21 @@ def sampled_negative_ious(cfg, model, num_images, neg_sampling, iou_upper, seed=
         iou = pairwise_iou(targets[0].gt_boxes, proposals.proposal_boxes)
         max_ious = iou.max(dim=0).values
         matched = iou.argmax(dim=0)
-        labels = torch.where(max_ious >= roi.IOU_THRESHOLDS[0], targets[0].gt_classes[matched],
-                             torch.full_like(matched, roi.NUM_CLASSES))
+        labels = torch.where(
+            max_ious >= roi.IOU_THRESHOLDS[0],
+            targets[0].gt_classes[matched],
+            torch.full_like(matched, roi.NUM_CLASSES),
+        )
         _, neg = libra_subsample_labels(
-            labels, roi.BATCH_SIZE_PER_IMAGE, roi.POSITIVE_FRACTION, roi.NUM_CLASSES,
-            max_ious=max_ious, matched_idxs=matched, neg_sampling=neg_sampling,
-            iou_upper=iou_upper, generator=gen,
+            labels,
+            roi.BATCH_SIZE_PER_IMAGE,
+            roi.POSITIVE_FRACTION,
+            roi.NUM_CLASSES,
+            max_ious=max_ious,
+            matched_idxs=matched,
+            neg_sampling=neg_sampling,
+            iou_upper=iou_upper,
+            generator=gen,
         )
         out.append(max_ious[neg])
     return torch.cat(out).numpy()
@@ -72,22 +83,37 @@ def main():
     ap.add_argument("--num-images", type=int, default=200)
     ap.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = ap.parse_args()
-    cfg = setup_cfg(argparse.Namespace(config_file=args.config_file, opts=args.opts), do_default_setup=False)
+    cfg = setup_cfg(
+        argparse.Namespace(config_file=args.config_file, opts=args.opts), do_default_setup=False
+    )
     model = build_model(cfg)
     DetectionCheckpointer(model).load(args.weights)
 
     runs = {
         "random": sampled_negative_ious(cfg, model, args.num_images, "random", None),
-        "IoU-balanced (reference bins)": sampled_negative_ious(cfg, model, args.num_images, "iou_balanced", None),
-        "IoU-balanced (bins up to 0.5)": sampled_negative_ious(cfg, model, args.num_images, "iou_balanced", 0.5),
+        "IoU-balanced (reference bins)": sampled_negative_ious(
+            cfg, model, args.num_images, "iou_balanced", None
+        ),
+        "IoU-balanced (bins up to 0.5)": sampled_negative_ious(
+            cfg, model, args.num_images, "iou_balanced", 0.5
+        ),
     }
     bins = np.linspace(0, 0.5, 26)
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, ious in runs.items():
         share = float((ious > HARD).mean())
-        print("{:32s} negatives {:6d}  share with IoU > {}: {:.3f}".format(name, len(ious), HARD, share))
-        ax.hist(ious, bins=bins, histtype="step", linewidth=2,
-                label="{} ({:.0%} above {})".format(name, share, HARD))
+        print(
+            "{:32s} negatives {:6d}  share with IoU > {}: {:.3f}".format(
+                name, len(ious), HARD, share
+            )
+        )
+        ax.hist(
+            ious,
+            bins=bins,
+            histtype="step",
+            linewidth=2,
+            label="{} ({:.0%} above {})".format(name, share, HARD),
+        )
     ax.set_yscale("log")
     ax.set_xlabel("IoU of sampled negative with its closest ground truth")
     ax.set_ylabel("number of sampled negatives")

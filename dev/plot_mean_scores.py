@@ -12,11 +12,12 @@ Training frequency = number of training images containing the category (the data
 (<= 10, <= 100, > 100 images). The background entry is left out. Also writes the numbers next to
 the picture (same name, ``.json``).
 """
+
 import argparse
 import json
 import os
 
-import libra_d2  # noqa: F401  (registers datasets)
+import libra_d2  # noqa: F401  isort: skip (registers datasets)
 import matplotlib
 
 matplotlib.use("Agg")
@@ -56,8 +57,9 @@ def main():
     fig, ax = plt.subplots(figsize=(max(6, num_classes * 0.05 + 4), 4))
     x = list(range(num_classes))
     for label, s in zip(labels, scores):
-        ax.plot(x, [float(s[c]) for c in order], marker="." if num_classes <= 100 else None,
-                label=label)
+        ax.plot(
+            x, [float(s[c]) for c in order], marker="." if num_classes <= 100 else None, label=label
+        )
     for i, g in enumerate(groups):  # frequency group as a band under the curves
         ax.axvspan(i - 0.5, i + 0.5, ymax=0.02, color=GROUP_COLORS.get(g, "gray"), lw=0)
     ax.set_xlabel("category, sorted by training images (r / c / f band at the bottom)")
@@ -67,9 +69,12 @@ def main():
     fig.tight_layout()
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     fig.savefig(args.output, dpi=120)
-    data = {"categories_by_frequency": order, "train_image_counts": [float(counts[c]) for c in order],
-            "groups": groups,
-            "mean_scores": {lab: [float(s[c]) for c in order] for lab, s in zip(labels, scores)}}
+    data = {
+        "categories_by_frequency": order,
+        "train_image_counts": [float(counts[c]) for c in order],
+        "groups": groups,
+        "mean_scores": {lab: [float(s[c]) for c in order] for lab, s in zip(labels, scores)},
+    }
     with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
         json.dump(data, f, indent=1)
     for lab, s in zip(labels, scores):

@@ -6,12 +6,14 @@ Curves: ``roi_head/num_fg_samples`` (every R-CNN training run logs it) and, for 
 Modules, one per module (``prm/num_fg_samples_h<k>``). With ``--lambda`` (and an RGA run) the
 gradient multiplier ``rga/lambda`` is drawn on a second axis.
 
-    python dev/plot_positive_proposals.py output/lt_shapes/faster_rcnn_R_18_FPN_tiny_rga_prm/metrics.json \
+    python dev/plot_positive_proposals.py \\
+        output/lt_shapes/faster_rcnn_R_18_FPN_tiny_rga_prm/metrics.json \\
         [--output docs/positive_proposals.png] [--lambda]
 
 Detectron2 writes ``metrics.json`` every 20 iterations (median over the last 20 values for
 smoothed scalars), so the curve has one point per 20 iterations.
 """
+
 import argparse
 import json
 import os
@@ -54,7 +56,9 @@ def plot(series, output, title=None, show_lambda=False):
     if FG_KEY not in series and not any(HEAD_KEY.match(k) for k in series):
         raise ValueError("no {} or prm/num_fg_samples_h<k> in the metrics".format(FG_KEY))
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    heads = sorted((k for k in series if HEAD_KEY.match(k)), key=lambda k: int(HEAD_KEY.match(k).group(1)))
+    heads = sorted(
+        (k for k in series if HEAD_KEY.match(k)), key=lambda k: int(HEAD_KEY.match(k).group(1))
+    )
     if heads:
         for key in heads:
             xs, ys = series[key]
@@ -87,15 +91,20 @@ def main():
     ap.add_argument("metrics", help="a run's metrics.json")
     ap.add_argument("--output", default=None, help="PNG path (default: next to metrics.json)")
     ap.add_argument("--title", default=None)
-    ap.add_argument("--lambda", dest="show_lambda", action="store_true", help="also draw rga/lambda")
+    ap.add_argument(
+        "--lambda", dest="show_lambda", action="store_true", help="also draw rga/lambda"
+    )
     args = ap.parse_args()
     output = args.output or os.path.join(os.path.dirname(args.metrics), "positive_proposals.png")
     series = load_series(args.metrics)
     plot(series, output, title=args.title, show_lambda=args.show_lambda)
     for key in sorted(series):
         xs, ys = series[key]
-        print("{}: {} points, first {:.1f} (iter {}), last {:.1f} (iter {})".format(
-            key, len(xs), ys[0], xs[0], ys[-1], xs[-1]))
+        print(
+            "{}: {} points, first {:.1f} (iter {}), last {:.1f} (iter {})".format(
+                key, len(xs), ys[0], xs[0], ys[-1], xs[-1]
+            )
+        )
     print("wrote", output)
 
 

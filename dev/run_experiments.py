@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Run a table of trainings (one per row) and print their evaluation as a markdown table.
 
-    python dev/run_experiments.py projects/LibraRCNN/experiments.py [--only ROW ...] [--jobs N] [--dry-run]
+    python dev/run_experiments.py projects/LibraRCNN/experiments.py \\
+        [--only ROW ...] [--jobs N] [--dry-run]
 
 The experiment file defines ``ROWS = [(name, config_file, [overrides...]), ...]``, ``OUTPUT_ROOT``
 and optionally ``COLUMNS`` (default AP, AP50, AP75, APr, APc, APf) and ``TASK`` ("bbox"). A row may
@@ -20,6 +21,7 @@ tell it from zero. ``--jobs N`` trains N rows at a time, each process with ``cpu
 threads (on a small CPU two single-threaded runs finish sooner than two two-threaded runs one after
 the other); evaluation-only rows run after the trainings.
 """
+
 import argparse
 import concurrent.futures
 import json
@@ -27,8 +29,8 @@ import math
 import os
 import re
 import runpy
-import statistics
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -44,10 +46,26 @@ def slug(name):
 
 def row_command(config, overrides, output_dir, weights=None):
     if weights:
-        return ["projects/train_net.py", "--config-file", config, "--eval-only", *overrides,
-                "MODEL.WEIGHTS", weights, "OUTPUT_DIR", output_dir]
-    return ["projects/train_net.py", "--config-file", config, "--resume", *overrides,
-            "OUTPUT_DIR", output_dir]
+        return [
+            "projects/train_net.py",
+            "--config-file",
+            config,
+            "--eval-only",
+            *overrides,
+            "MODEL.WEIGHTS",
+            weights,
+            "OUTPUT_DIR",
+            output_dir,
+        ]
+    return [
+        "projects/train_net.py",
+        "--config-file",
+        config,
+        "--resume",
+        *overrides,
+        "OUTPUT_DIR",
+        output_dir,
+    ]
 
 
 def training_waves(todo, after):
@@ -104,14 +122,15 @@ def paired_difference(values, reference):
 def format_seed_summary(groups, results, columns, task, reference=None):
     """Per setting: mean +- sd over its seeds; per other setting: the paired difference from
     ``reference`` (default: the first setting)."""
-    done = {s: {k: results[n][task] for k, n in seeds.items() if n in results}
-            for s, seeds in groups.items()}
+    done = {
+        s: {k: results[n][task] for k, n in seeds.items() if n in results}
+        for s, seeds in groups.items()
+    }
     done = {s: v for s, v in done.items() if v}
     if not done:
         return ""
     reference = reference if reference in done else next(iter(done))
-    lines = ["| setting | seeds | " + " | ".join(columns) + " |",
-             "|" + "---|" * (len(columns) + 2)]
+    lines = ["| setting | seeds | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 2)]
     for setting, per_seed in done.items():
         cells = ["%.1f ± %.1f" % mean_sd([r[c] for r in per_seed.values()]) for c in columns]
         lines.append("| {} | {} | {} |".format(setting, len(per_seed), " | ".join(cells)))
@@ -120,14 +139,24 @@ def format_seed_summary(groups, results, columns, task, reference=None):
             continue
         cells = []
         for c in columns:
-            diff = paired_difference({k: r[c] for k, r in per_seed.items()},
-                                     {k: r[c] for k, r in done[reference].items()})
-            cells.append("-" if diff is None else  # no seed finished in both yet
-                         "%+.1f ± %.1f%s" % (diff[0], diff[1], " (noise)" if diff[2] else ""))
-        lines.append("| {} - {} (paired) | {} | {} |".format(
-            setting, reference, len(set(per_seed) & set(done[reference])), " | ".join(cells)))
-    return "\n".join(lines) + "\n\n(noise): within noise, a paired t-test at 5% cannot tell " \
+            diff = paired_difference(
+                {k: r[c] for k, r in per_seed.items()},
+                {k: r[c] for k, r in done[reference].items()},
+            )
+            cells.append(
+                "-"
+                if diff is None  # no seed finished in both yet
+                else "%+.1f ± %.1f%s" % (diff[0], diff[1], " (noise)" if diff[2] else "")
+            )
+        lines.append(
+            "| {} - {} (paired) | {} | {} |".format(
+                setting, reference, len(set(per_seed) & set(done[reference])), " | ".join(cells)
+            )
+        )
+    return (
+        "\n".join(lines) + "\n\n(noise): within noise, a paired t-test at 5% cannot tell "
         "the difference from zero."
+    )
 
 
 def format_table(rows, results, columns, task):
@@ -172,15 +201,19 @@ def main():
         log_path = os.path.join(REPO_ROOT, out + ".log")
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         with open(log_path, "w") as log:
-            rc = subprocess.call([sys.executable, *cmd], cwd=REPO_ROOT, stdout=log,
-                                 stderr=subprocess.STDOUT, env=env)
+            rc = subprocess.call(
+                [sys.executable, *cmd], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
+            )
         if rc != 0:
             print("== {}: FAILED (exit {}), see {}".format(name, rc, log_path), flush=True)
             return
         with open(os.path.join(REPO_ROOT, out, "eval_results.json")) as f:
             results[name] = json.load(f)
-        print("== {}: done in {:.0f} s: ".format(name, time.time() - t0)
-              + ", ".join("%s %.1f" % (c, results[name][task][c]) for c in columns), flush=True)
+        print(
+            "== {}: done in {:.0f} s: ".format(name, time.time() - t0)
+            + ", ".join("%s %.1f" % (c, results[name][task][c]) for c in columns),
+            flush=True,
+        )
 
     # Waves: trainings whose "after" rows are done, then the next ones, then the evaluations
     # (which may need a checkpoint trained by another row).
@@ -194,8 +227,9 @@ def main():
             list(pool.map(lambda row: run_row(*row), batch))
 
     table = format_table(rows, results, columns, task)
-    summary = format_seed_summary(by_setting([r[0] for r in rows]), results, columns, task,
-                                  spec.get("REFERENCE"))
+    summary = format_seed_summary(
+        by_setting([r[0] for r in rows]), results, columns, task, spec.get("REFERENCE")
+    )
     if summary:
         table += "\n\nOver seeds:\n\n" + summary
     print("\n" + table)

@@ -4,13 +4,15 @@
     python dev/visualize_detections.py --config-file CFG.yaml --weights out/model_final.pth \
         --output out/detections.png [--num-images 6] [--score-thresh 0.3] [opts ...]
 """
+
 import argparse
 import os
 
 import cv2
 import numpy as np
 import torch
-import libra_d2  # noqa: F401  (first: registers every component, quiets import warnings)
+
+import libra_d2  # noqa: F401  isort: skip (first: registers components, quiets warnings)
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
@@ -35,9 +37,12 @@ def render(cfg, weights, output, num_images=6, score_thresh=0.3, scale=3.0):
         instances = instances[instances.scores >= score_thresh]
         rgb = image[:, :, ::-1]
         # Boxes and labels only on both sides (mask overlays would tint the ground-truth side).
-        boxes_only = dict(record, annotations=[
-            {k: v for k, v in a.items() if k != "segmentation"} for a in record["annotations"]
-        ])
+        boxes_only = dict(
+            record,
+            annotations=[
+                {k: v for k, v in a.items() if k != "segmentation"} for a in record["annotations"]
+            ],
+        )
         gt = Visualizer(rgb, meta, scale=scale).draw_dataset_dict(boxes_only).get_image()
         pred = Visualizer(rgb, meta, scale=scale).draw_instance_predictions(instances).get_image()
         rows.append(np.concatenate([gt, pred], axis=1))
@@ -56,10 +61,13 @@ def main():
     parser.add_argument("--score-thresh", type=float, default=0.3)
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args()
-    cfg = setup_cfg(argparse.Namespace(config_file=args.config_file, opts=args.opts),
-                    do_default_setup=False)
+    cfg = setup_cfg(
+        argparse.Namespace(config_file=args.config_file, opts=args.opts), do_default_setup=False
+    )
     path = render(cfg, args.weights, args.output, args.num_images, args.score_thresh)
-    print("left: ground truth, right: detections (score >= {}) -> {}".format(args.score_thresh, path))
+    print(
+        "left: ground truth, right: detections (score >= {}) -> {}".format(args.score_thresh, path)
+    )
 
 
 if __name__ == "__main__":

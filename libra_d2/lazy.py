@@ -1,11 +1,14 @@
 """Helpers that rewrite Detectron2 lazy configs (``LazyCall`` trees) into libra_d2 models."""
+
 import copy
 from typing import Sequence
 
-__all__ = ["parallel_roi_heads"]
+__all__ = ["cascade_roi_heads", "parallel_roi_heads"]
 
 
-def parallel_roi_heads(roi_heads, positive_fractions: Sequence[float] = (0.5, 0.1), test_head: int = -1):
+def parallel_roi_heads(
+    roi_heads, positive_fractions: Sequence[float] = (0.5, 0.1), test_head: int = -1
+):
     """Turn the lazy config of a ``StandardROIHeads`` (its ``box_head`` / ``box_predictor``) into
     ``ParallelROIHeads`` with one copy of the box head + predictor per positive fraction (PRM), in
     place: the predictors become ``LibraFastRCNNOutputLayers`` and the proposal matcher a
@@ -27,4 +30,40 @@ def parallel_roi_heads(roi_heads, positive_fractions: Sequence[float] = (0.5, 0.
     roi_heads.box_predictors = [copy.deepcopy(box_predictor) for _ in fractions]
     roi_heads.positive_fractions = fractions
     roi_heads.test_head = int(test_head)
+    return roi_heads
+
+
+def cascade_roi_heads(roi_heads):
+    """Turn the lazy config of a ``StandardROIHeads`` into Detectron2's ``CascadeROIHeads``, in
+    place, as its YAML configs build it: one copy of the box head and of the box predictor per
+    stage, class-agnostic regression with the stage's box-regression weights, and one matcher per
+    stage at its IoU (``MODEL.ROI_BOX_CASCADE_HEAD``'s defaults: 0.5, 0.6, 0.7). Returns
+    ``roi_heads``."""
+    from detectron2.config import LazyCall as L
+    from detectron2.config import get_cfg
+    from detectron2.modeling.box_regression import Box2BoxTransform
+    from detectron2.modeling.matcher import Matcher
+    from detectron2.modeling.roi_heads import CascadeROIHeads
+
+    cascade = get_cfg().MODEL.ROI_BOX_CASCADE_HEAD  # Detectron2's defaults, in one place
+    box_head, box_predictor = roi_heads.box_head, roi_heads.box_predictor
+    box_predictor.cls_agnostic_bbox_reg = True
+    # "${..num_classes}" in Detectron2's configs is relative to roi_heads: not valid inside a list
+    box_predictor.num_classes = roi_heads.num_classes
+    heads, predictors, matchers = [], [], []
+    for iou, weights in zip(cascade.IOUS, cascade.BBOX_REG_WEIGHTS):
+        heads.append(copy.deepcopy(box_head))
+        predictor = copy.deepcopy(box_predictor)
+        predictor.box2box_transform = L(Box2BoxTransform)(weights=tuple(weights))
+        predictors.append(predictor)
+        matchers.append(
+            L(Matcher)(thresholds=[iou], labels=[0, 1], allow_low_quality_matches=False)
+        )
+    del roi_heads.box_head
+    del roi_heads.box_predictor
+    del roi_heads.proposal_matcher
+    roi_heads._target_ = CascadeROIHeads
+    roi_heads.box_heads = heads
+    roi_heads.box_predictors = predictors
+    roi_heads.proposal_matchers = matchers
     return roi_heads

@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Train or evaluate a model from a lazy (Python) config: LazyConfig + LazyCall + instantiate.
 
-    python projects/lazy_train_net.py --config-file configs/LT-Shapes/lazy/faster_rcnn_R_18_FPN_tiny.py
+    python projects/lazy_train_net.py \\
+        --config-file configs/LT-Shapes/lazy/faster_rcnn_R_18_FPN_tiny.py
     python projects/lazy_train_net.py --config-file ... train.max_iter=100 train.output_dir=out
-    python projects/lazy_train_net.py --config-file ... --eval-only train.init_checkpoint=out/model_final.pth
+    python projects/lazy_train_net.py --config-file ... --eval-only \\
+        train.init_checkpoint=out/model_final.pth
     python projects/lazy_train_net.py --config-file ... --num-gpus 2 --resume
 
 The config provides ``model``, ``dataloader.train/test/evaluator``, ``optimizer``, ``lr_multiplier``
@@ -15,11 +17,12 @@ hook, and ``train.freeze`` names modules to freeze before the optimizer and DDP,
 ``MODEL.LOCE.FREEZE`` does for YAML configs).
 Same launcher, trainer loop, exact resume and CPU/GPU multi-process support as ``train_net.py``.
 """
+
 import json
 import logging
 import os
 
-import libra_d2  # noqa: F401  (first: registers every component, quiets import warnings)
+import libra_d2  # noqa: F401  isort: skip (first: registers components, quiets warnings)
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import default_argument_parser, default_setup, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
@@ -28,9 +31,15 @@ from detectron2.utils.logger import setup_logger
 
 from libra_d2.checkpoint import SafeCheckpointer
 from libra_d2.data.dataset_check import check_training_records, num_classes_of_lazy_model
-from libra_d2.engine import ExactResume, LibraTrainLoop, ProgressBar, check_datasets, launch_from_args
-from libra_d2.engine.setup import check_on_main_process
+from libra_d2.engine import (
+    ExactResume,
+    LibraTrainLoop,
+    ProgressBar,
+    check_datasets,
+    launch_from_args,
+)
 from libra_d2.engine.rank_consistency import RankConsistencyCheck
+from libra_d2.engine.setup import check_on_main_process
 from libra_d2.engine.train_loop import capture_rng_state, restore_rng_state
 from libra_d2.modeling.freeze import freeze_modules
 from libra_d2.solver import add_gradient_clipping_from_train_cfg
@@ -63,12 +72,15 @@ def do_train(args, cfg, extra_hooks=()):
     model.to(cfg.train.device)
     freeze = list(cfg.train.get("freeze", None) or [])  # e.g. LOCE stage 2's backbone and box FCs
     if freeze:  # before the optimizer and DDP see the parameters
-        logger.info("Frozen: %d parameters of %s", len(freeze_modules(model, freeze)),
-                    ", ".join(freeze))
+        logger.info(
+            "Frozen: %d parameters of %s", len(freeze_modules(model, freeze)), ", ".join(freeze)
+        )
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
-    optim = add_gradient_clipping_from_train_cfg(optim, cfg.train)  # train.clip_gradients, if enabled
+    optim = add_gradient_clipping_from_train_cfg(
+        optim, cfg.train
+    )  # train.clip_gradients, if enabled
     train_loader = instantiate(cfg.dataloader.train)
     model = create_ddp_model(model, **cfg.train.ddp)
     trainer = LibraTrainLoop(model, train_loader, optim, amp=cfg.train.amp.enabled)
@@ -81,20 +93,26 @@ def do_train(args, cfg, extra_hooks=()):
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             *extra_hooks,  # train.hooks: e.g. RGA, LOCE's fine-tune and feature memory
             ExactResume(getattr(train_loader, "resumable_sampler", None), images_per_process),
-            RankConsistencyCheck(cfg.train.checkpointer.period)
-            if comm.get_world_size() > 1
-            else None,
-            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
-            if comm.is_main_process()
-            else None,
+            (
+                RankConsistencyCheck(cfg.train.checkpointer.period)
+                if comm.get_world_size() > 1
+                else None
+            ),
+            (
+                hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+                if comm.is_main_process()
+                else None
+            ),
             hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
             ProgressBar(),
-            hooks.PeriodicWriter(
-                default_writers(cfg.train.output_dir, cfg.train.max_iter),
-                period=cfg.train.log_period,
-            )
-            if comm.is_main_process()
-            else None,
+            (
+                hooks.PeriodicWriter(
+                    default_writers(cfg.train.output_dir, cfg.train.max_iter),
+                    period=cfg.train.log_period,
+                )
+                if comm.is_main_process()
+                else None
+            ),
         ]
     )
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
@@ -124,15 +142,24 @@ def main(args):
     summary, extra_hooks = None, []
     if not args.eval_only:
         key, num_classes = num_classes_of_lazy_model(cfg.model)
-        summary = check_on_main_process(lambda: check_training_records(
-            _dataset_names(cfg, "train"), key, num_classes,
-            cfg.dataloader.train.get("bad_boxes", "clip")))
+        summary = check_on_main_process(
+            lambda: check_training_records(
+                _dataset_names(cfg, "train"),
+                key,
+                num_classes,
+                cfg.dataloader.train.get("bad_boxes", "clip"),
+            )
+        )
         # the hooks check their options when built (e.g. LOCE stage 2 without weights)
         extra_hooks = [instantiate(h) for h in cfg.train.get("hooks", None) or []]
     default_setup(cfg, args)
     # libra_d2's own loggers (hook progress such as LOCE's memory pre-fill) next to Detectron2's
-    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="libra_d2",
-                 abbrev_name="libra_d2")
+    setup_logger(
+        cfg.train.output_dir,
+        distributed_rank=comm.get_rank(),
+        name="libra_d2",
+        abbrev_name="libra_d2",
+    )
     if summary:
         logger.info("Training data checked:\n%s", summary)
     if args.eval_only:

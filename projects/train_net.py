@@ -10,11 +10,12 @@
 
 Without CUDA, ``--num-gpus N`` starts N CPU processes that communicate over gloo.
 """
+
 import json
 import logging
 import os
 
-import libra_d2  # noqa: F401  (first: registers every component, quiets import warnings)
+import libra_d2  # noqa: F401  isort: skip (first: registers components, quiets warnings)
 from detectron2.engine import default_argument_parser
 from detectron2.evaluation import print_csv_format, verify_results
 from detectron2.utils import comm

@@ -7,8 +7,14 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Overrides that make the tiny LT-Shapes configs fit the 64 px "tiny" preset and run in seconds.
 TINY_INPUT = [
-    "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
-    "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(64,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "64",
+    "INPUT.MIN_SIZE_TEST",
+    "64",
+    "INPUT.MAX_SIZE_TEST",
+    "64",
 ]
 
 
@@ -19,8 +25,10 @@ def pytest_report_header(config):
     from libra_d2.utils.compat import feature_report
 
     live = ", ".join("{}={}".format(k, v) for k, v in feature_report().items())
-    return ["detectron2: {} ({})".format(detectron2.__version__, os.path.dirname(detectron2.__file__)),
-            "libra_d2 feature probes: " + live]
+    return [
+        "detectron2: {} ({})".format(detectron2.__version__, os.path.dirname(detectron2.__file__)),
+        "libra_d2 feature probes: " + live,
+    ]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -59,12 +67,18 @@ def run_script(lt_shapes_tiny):
         env = dict(os.environ, DETECTRON2_DATASETS=lt_shapes_tiny, PYTHONUNBUFFERED="1")
         proc = subprocess.run(
             [sys.executable, os.path.join(REPO_ROOT, script), *args],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, timeout=timeout,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
         )
         if check and proc.returncode != 0:
             raise AssertionError(
-                "{} failed with exit code {}:\n{}".format(script, proc.returncode, proc.stdout[-6000:])
+                "{} failed with exit code {}:\n{}".format(
+                    script, proc.returncode, proc.stdout[-6000:]
+                )
             )
         return proc
 

@@ -4,6 +4,7 @@ refused with the stand-in's clear missing-op error where it was not (the 0.6 sou
 Every test runs on both environments: each branch asserts what that environment must do, so none
 is skipped for lack of compiled ops. Only the CUDA kernels need a GPU (``dev/gpu_check.sh``).
 """
+
 import copy
 import json
 import os
@@ -13,8 +14,9 @@ import torch
 
 from libra_d2.utils.compat import HAS_COMPILED_OPS, HAS_FAST_COCOEVAL
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="needs a CUDA GPU (run by dev/gpu_check.sh)")
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (run by dev/gpu_check.sh)"
+)
 
 
 def _missing(op):
@@ -34,8 +36,9 @@ def test_rotated_box_iou_and_nms():
     from detectron2.structures import RotatedBoxes, pairwise_iou_rotated
 
     # (cx, cy, w, h, angle): a box, itself turned 90 degrees (the same square), a far box
-    boxes = torch.tensor([[10.0, 10.0, 4.0, 4.0, 0.0], [10.0, 10.0, 4.0, 4.0, 90.0],
-                          [50.0, 50.0, 4.0, 2.0, 30.0]])
+    boxes = torch.tensor(
+        [[10.0, 10.0, 4.0, 4.0, 0.0], [10.0, 10.0, 4.0, 4.0, 90.0], [50.0, 50.0, 4.0, 2.0, 30.0]]
+    )
     scores = torch.tensor([0.9, 0.8, 0.7])
     if not HAS_COMPILED_OPS:
         with _missing("box_iou_rotated"):
@@ -94,8 +97,9 @@ def test_deformable_conv_trains_on_cuda():
             conv(x, offset)
         return
     y = conv(x, offset)
-    torch.testing.assert_close(y, torch.nn.functional.conv2d(x, conv.weight, padding=1),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        y, torch.nn.functional.conv2d(x, conv.weight, padding=1), rtol=1e-4, atol=1e-4
+    )
     y.sum().backward()
     assert torch.isfinite(conv.weight.grad).all() and conv.weight.grad.abs().sum() > 0
 
@@ -114,7 +118,8 @@ def _coco_evaluator(lt_shapes_tiny, tmp_path, fast):
     name = "lt_shapes_val_coco_{}".format("fast" if fast else "official")
     cat_ids = sorted(c["id"] for c in data["categories"])
     MetadataCatalog.get(name).set(
-        json_file=json_file, evaluator_type="coco",
+        json_file=json_file,
+        evaluator_type="coco",
         thing_classes=[str(i) for i in cat_ids],
         thing_dataset_id_to_contiguous_id={c: i for i, c in enumerate(cat_ids)},
     )
@@ -133,8 +138,10 @@ def _predictions_from_ground_truth(data, contiguous, num_images=6):
     pairs = []
     for img in data["images"][:num_images]:
         anns = by_image.get(img["id"], [])
-        boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]
-                             + [[0.0, 0.0, 8.0, 8.0]])
+        boxes = torch.tensor(
+            [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]
+            + [[0.0, 0.0, 8.0, 8.0]]
+        )
         boxes = boxes + torch.rand(boxes.shape, generator=g)
         inst = Instances((img["height"], img["width"]))
         inst.pred_boxes = Boxes(boxes)

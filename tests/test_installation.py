@@ -1,5 +1,6 @@
 """What dev/install_env.py promises: the stack imports, libra_d2 registers its components, and the
 evaluators fit the installed Detectron2 (the compiled ops themselves: test_compiled_ops.py)."""
+
 import pytest
 
 
@@ -73,10 +74,10 @@ def test_unknown_evaluator_type_is_clear():
 
 
 def test_lvis_eval_works_on_current_numpy():
+    import lvis.eval as lvis_eval
     import numpy as np
 
     import libra_d2  # noqa: F401  (applies the patch)
-    import lvis.eval as lvis_eval
 
     assert lvis_eval.np.float is float
     assert lvis_eval.np.zeros(2).dtype == np.zeros(2).dtype

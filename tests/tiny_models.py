@@ -1,11 +1,14 @@
 """Tiny configs and hand-made inputs shared by the model tests (64 px, LT-Shapes' 32 classes)."""
+
 import os
 
 import torch
 from detectron2.config import get_cfg
 from detectron2.structures import Boxes, Instances, PolygonMasks
+from detectron2.utils.events import EventStorage
 
 import libra_d2
+from libra_d2.utils.events import flush_deferred_scalars
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,8 +18,19 @@ def tiny_cfg(*opts):
     cfg = get_cfg()
     libra_d2.add_libra_config(cfg)
     cfg.merge_from_file(os.path.join(REPO_ROOT, "configs/LT-Shapes/Base-Tiny.yaml"))
-    cfg.merge_from_list(["INPUT.MIN_SIZE_TRAIN", (64,), "INPUT.MAX_SIZE_TRAIN", 64,
-                         "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 64, *opts])
+    cfg.merge_from_list(
+        [
+            "INPUT.MIN_SIZE_TRAIN",
+            (64,),
+            "INPUT.MAX_SIZE_TRAIN",
+            64,
+            "INPUT.MIN_SIZE_TEST",
+            64,
+            "INPUT.MAX_SIZE_TEST",
+            64,
+            *opts,
+        ]
+    )
     return cfg
 
 
@@ -59,7 +73,10 @@ def fixed_batched_inputs(size=64, seed=0):
     """Two images with fixed boxes (two and one) and random pixels."""
     g = torch.Generator().manual_seed(seed)
     out = []
-    for boxes, classes in (([[4, 6, 30, 40], [20, 10, 60, 50]], [1, 5]), ([[10, 12, 50, 44]], [31])):
+    for boxes, classes in (
+        ([[4, 6, 30, 40], [20, 10, 60, 50]], [1, 5]),
+        ([[10, 12, 50, 44]], [31]),
+    ):
         inst = Instances((size, size))
         inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
         inst.gt_classes = torch.tensor(classes)
@@ -78,3 +95,14 @@ def dense_case(num_classes, seed=0, R=60):
     pred_logits = [torch.randn(2, R, num_classes, generator=g)]
     pred_deltas = [torch.randn(2, R, 4, generator=g) * 0.2]
     return anchors, pred_logits, gt_labels, pred_deltas, gt_boxes
+
+
+def train_losses(model, inputs, it=0):
+    """One training forward of ``model`` at iteration ``it`` (seed 0): its losses and the scalars
+    it logged (deferred ones included)."""
+    torch.manual_seed(0)
+    with EventStorage(it) as storage:
+        losses = model(inputs)
+        flush_deferred_scalars(storage)
+        scalars = {k: v[0] for k, v in storage.latest().items()}
+    return losses, scalars

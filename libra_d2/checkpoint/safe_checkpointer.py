@@ -17,6 +17,7 @@ killed or diverges.
 Checkpoints are named as Detectron2 names them (``model_0004999.pth`` for iteration 4999,
 ``model_final.pth``); the iteration of a file is read from the file itself (its ``iteration``).
 """
+
 import logging
 import math
 import os
@@ -37,8 +38,11 @@ _PERIODIC_NAME = re.compile(r"_(\d+)\.pth$")
 
 def non_finite_entries(state_dict) -> List[str]:
     """Names of the floating-point tensors of ``state_dict`` that hold a NaN or an infinity."""
-    return [k for k, v in state_dict.items() if isinstance(v, torch.Tensor)
-            and v.is_floating_point() and not torch.isfinite(v).all()]
+    return [
+        k
+        for k, v in state_dict.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
 
 
 def checkpoint_problem(path: str) -> Tuple[Optional[str], Optional[int]]:
@@ -80,9 +84,14 @@ class SafeCheckpointer(DetectionCheckpointer):
         data = {"model": self.model.state_dict()}
         bad = non_finite_entries(data["model"])
         if bad:
-            logger.error("Not saving checkpoint '%s': %d model tensors hold NaN or inf (e.g. %s); "
-                         "'%s' still names the last sound checkpoint.", name, len(bad), bad[0],
-                         LAST_CHECKPOINT)
+            logger.error(
+                "Not saving checkpoint '%s': %d model tensors hold NaN or inf (e.g. %s); "
+                "'%s' still names the last sound checkpoint.",
+                name,
+                len(bad),
+                bad[0],
+                LAST_CHECKPOINT,
+            )
             return
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
@@ -169,10 +178,15 @@ class SafeCheckpointer(DetectionCheckpointer):
             raise RuntimeError(
                 "--resume: no checkpoint in {} can be loaded (last_checkpoint names {}; the log "
                 "says why each was skipped). Start again without --resume, or give a checkpoint "
-                "with MODEL.WEIGHTS.".format(self.save_dir, tagged or "none"))
+                "with MODEL.WEIGHTS.".format(self.save_dir, tagged or "none")
+            )
         if os.path.basename(chosen) != tagged:
-            logger.warning("--resume: last_checkpoint names %s, which cannot be used; resuming "
-                           "from %s instead (now tagged).", tagged or "nothing", chosen)
+            logger.warning(
+                "--resume: last_checkpoint names %s, which cannot be used; resuming "
+                "from %s instead (now tagged).",
+                tagged or "nothing",
+                chosen,
+            )
             if self.save_to_disk:
                 self.tag_last_checkpoint(os.path.basename(chosen))
         return self.load(chosen)
@@ -184,8 +198,12 @@ class SafeCheckpointer(DetectionCheckpointer):
         path = os.path.join(self.save_dir, name + ".pth")
         if not self.save_to_disk or checkpoint_problem(path)[0] is None:
             return False
-        logger.warning("The run is complete but %s is missing or broken: writing it again from "
-                       "the resumed checkpoint (iteration %d).", path, last_iter)
+        logger.warning(
+            "The run is complete but %s is missing or broken: writing it again from "
+            "the resumed checkpoint (iteration %d).",
+            path,
+            last_iter,
+        )
         self.save(name, iteration=last_iter)
         return True
 

@@ -1,5 +1,6 @@
 """Libra R-CNN's keys: Balanced Feature Pyramid, balanced samplers, Balanced L1 / LGR-L1, and
 the box predictor's classification losses (LGR-CE, BCR)."""
+
 from detectron2.config import CfgNode as CN
 
 
@@ -11,7 +12,8 @@ def add_libra_rcnn_config(cfg):
         return cfg
     # --- Balanced Feature Pyramid (Libra R-CNN) ---
     # Backbones build_resnet_bfp_backbone / build_retinanet_resnet_bfp_backbone /
-    # build_resnet_bpafpn_backbone ... (libra_d2/modeling/backbone); the FPN itself uses MODEL.FPN.*.
+    # build_resnet_bpafpn_backbone ... (libra_d2/modeling/backbone); the FPN itself uses
+    # MODEL.FPN.*.
     _C.MODEL.BFP = CN()
     # Index into the FPN output list of the level all levels are integrated at. 2 on P2-P6 = P4
     # (R-CNN). On RetinaNet's P3-P7 the reference uses 1 (= P4): set it in RetinaNet configs.
@@ -21,17 +23,23 @@ def add_libra_rcnn_config(cfg):
     _C.MODEL.BFP.NON_LOCAL_REDUCTION = 1
     # Scale the non-local dot products by 1/sqrt(C'); the paper (eq. 4) and reference do not.
     _C.MODEL.BFP.NON_LOCAL_USE_SCALE = False
-    # Detectron2 norm ("", "GN", "BN", "SyncBN", ...) of the refine module (conv or non-local output).
+    # Detectron2 norm ("", "GN", "BN", "SyncBN", ...) of the refine module (conv or non-local
+    # output).
     _C.MODEL.BFP.NORM = ""
 
     # --- Sample-level balance (Libra R-CNN): RoI and anchor subsampling ---
-    # libra_d2/modeling/sampling.py. With POS = NEG = "random" this is Detectron2's subsample_labels.
+    # libra_d2/modeling/sampling.py. With POS = NEG = "random" this is Detectron2's
+    # subsample_labels.
     for node in (_C.MODEL.ROI_HEADS, _C.MODEL.RPN):
         node.SAMPLER = CN()
-        node.SAMPLER.POS = "random"  # "random" | "instance" (equal per GT) | "class" (equal per class)
+        node.SAMPLER.POS = (
+            "random"  # "random" | "instance" (equal per GT) | "class" (equal per class)
+        )
         node.SAMPLER.NEG = "random"  # "random" | "iou_balanced"
         node.SAMPLER.NUM_BINS = 3  # K of IoU-balanced sampling
-        node.SAMPLER.FLOOR_THR = -1.0  # negatives below it form the floor set; -1: none (all in bins)
+        node.SAMPLER.FLOOR_THR = (
+            -1.0
+        )  # negatives below it form the floor set; -1: none (all in bins)
         node.SAMPLER.FLOOR_FRACTION = 0.0  # share of negatives drawn from the floor set
         # Upper end of the IoU bins; -1: the max IoU over the image's proposals (the reference;
         # 1.0 when GT boxes are added as proposals, so with a 0.5 positive threshold the top bin
@@ -45,7 +53,11 @@ def add_libra_rcnn_config(cfg):
     # --- Objective-level balance (Libra R-CNN): Balanced L1 / LGR-L1 box losses ---
     # Selected by the existing BBOX_REG_LOSS_TYPE keys ("balanced_l1" or "lgr_l1", besides
     # Detectron2's "smooth_l1", "giou", ...). alpha * ln(b + 1) = gamma fixes b.
-    for node, beta in ((_C.MODEL.ROI_BOX_HEAD, 1.0), (_C.MODEL.RPN, 1.0), (_C.MODEL.RETINANET, 0.11)):
+    for node, beta in (
+        (_C.MODEL.ROI_BOX_HEAD, 1.0),
+        (_C.MODEL.RPN, 1.0),
+        (_C.MODEL.RETINANET, 0.11),
+    ):
         node.BALANCED_L1 = CN()
         node.BALANCED_L1.ALPHA = 0.5
         node.BALANCED_L1.GAMMA = 1.5

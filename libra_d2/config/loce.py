@@ -1,5 +1,6 @@
 """LOCE: Equilibrium Loss, mean scores, decoupled fine-tuning, Memory-augmented Feature Sampling
 (``MODEL.LOCE``)."""
+
 from detectron2.config import CfgNode as CN
 
 
@@ -8,10 +9,11 @@ def add_loce_config(cfg):
     _C = cfg
     if "LOCE" in _C.MODEL:  # already added: adding again would reset merged values
         return cfg
-    # --- LOCE (ROI_HEADS.NAME "LOCEROIHeads"; modeling/roi_heads/loce_roi_heads.py, engine/loce.py) ---
-    # LOCEROIHeads always tracks the mean classification score vector s (C + 1 entries, a checkpointed
-    # buffer roi_heads.box_predictor.mean_score.score): with everything below off it trains exactly
-    # like LibraROIHeads ("track-only", e.g. the stage-1 baseline's mean-score curve).
+    # --- LOCE (ROI_HEADS.NAME "LOCEROIHeads"; modeling/roi_heads/loce_roi_heads.py, engine/loce.py)
+    # --- LOCEROIHeads always tracks the mean classification score vector s (C + 1 entries, a
+    # checkpointed buffer roi_heads.box_predictor.mean_score.score): with everything below off it
+    # trains exactly like LibraROIHeads ("track-only", e.g. the stage-1 baseline's mean-score
+    # curve).
     _C.MODEL.LOCE = CN()
     # Equilibrium Loss: cross-entropy on z + log s (paper eq. 3-4); plain softmax at test time.
     _C.MODEL.LOCE.EQUILIBRIUM_LOSS = False
@@ -37,7 +39,9 @@ def add_loce_config(cfg):
     _C.MODEL.LOCE.MFS.SAMPLES_PER_CLASS = 4  # m rows per drawn class
     _C.MODEL.LOCE.MFS.NUM_JITTER = 16  # jittered boxes per GT pushed each step (eq. 5)
     _C.MODEL.LOCE.MFS.DEVICE = "cpu"  # where the memory lives; "": the model's device
-    _C.MODEL.LOCE.MFS.DTYPE = "float32"  # storage precision: "float32" or "float16" (half the memory)
+    _C.MODEL.LOCE.MFS.DTYPE = (
+        "float32"  # storage precision: "float32" or "float16" (half the memory)
+    )
     # Class-balanced pre-fill before training: up to this many training images per class
     # (0: no pre-fill), run through the backbone in batches of PREFILL_BATCH_SIZE.
     _C.MODEL.LOCE.MFS.PREFILL_IMAGES_PER_CLASS = 5

@@ -1,4 +1,5 @@
 """R-CNN Gradient Annealing (``MODEL.RGA``) and Parallel R-CNN Modules (``MODEL.PRM``)."""
+
 from detectron2.config import CfgNode as CN
 
 
@@ -16,10 +17,12 @@ def add_rga_config(cfg):
     _C.MODEL.RGA.END_ITER = -1  # -1: SOLVER.MAX_ITER
     _C.MODEL.RGA.CONSTANT = False  # True: lambda = LAMBDA0 throughout (the non-annealed ablation)
     # Module-name prefixes (whole name components) whose parameters are scaled. The defaults cover
-    # StandardROIHeads / LibraROIHeads (box_head, box_predictor) and ParallelROIHeads (box_heads.<k>,
-    # box_predictors.<k>). Backbone and RPN are never meant to be listed.
+    # StandardROIHeads / LibraROIHeads (box_head, box_predictor) and ParallelROIHeads
+    # (box_heads.<k>, box_predictors.<k>). Backbone and RPN are never meant to be listed.
     _C.MODEL.RGA.MODULES = [
-        "roi_heads.box_head", "roi_heads.box_predictor", "roi_heads.box_heads",
+        "roi_heads.box_head",
+        "roi_heads.box_predictor",
+        "roi_heads.box_heads",
         "roi_heads.box_predictors",
     ]
     _C.MODEL.RGA.INCLUDE_MASK_HEAD = False  # also scale roi_heads.mask_head
@@ -33,7 +36,8 @@ def add_prm_config(cfg):
         return cfg
     # --- Parallel R-CNN Modules (PRM; ROI_HEADS.NAME "ParallelROIHeads") ---
     # One box head + predictor per entry, each trained on its own sampling of the same proposals
-    # with this positive fraction (ROI_HEADS.POSITIVE_FRACTION is then unused). 0.5 = 1:1, 0.1 = 1:9.
+    # with this positive fraction (ROI_HEADS.POSITIVE_FRACTION is then unused). 0.5 = 1:1, 0.1 =
+    # 1:9.
     _C.MODEL.PRM = CN()
     _C.MODEL.PRM.POSITIVE_FRACTIONS = [0.5, 0.1]
     # -1: average the heads' pre-softmax class logits, boxes from the highest-fraction head;

@@ -1,5 +1,6 @@
 """Datasets and data loading. Importing this registers LT-Shapes (lt_shapes_train, lt_shapes_val);
 Detectron2 itself registers the COCO, LVIS and Pascal VOC builtins."""
+
 from .build import build_resumable_train_loader, build_test_loader, resumable_train_loader
 from .dataset_check import DatasetError, check_training_data
 from .dataset_mapper import CheckedDatasetMapper, RecordError

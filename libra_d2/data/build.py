@@ -1,4 +1,5 @@
 """Train/test data loaders: Detectron2's, with a resumable sampler and record-naming errors."""
+
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 
@@ -9,21 +10,25 @@ from .resumable_sampler import ResumableSampler
 __all__ = ["build_resumable_train_loader", "resumable_train_loader", "build_test_loader"]
 
 
-def resumable_train_loader(dataset, *, mapper, sampler=None, repeat_threshold=None,
-                           bad_boxes="clip", **kwargs):
+def resumable_train_loader(
+    dataset, *, mapper, sampler=None, repeat_threshold=None, bad_boxes="clip", **kwargs
+):
     """``build_detection_train_loader(dataset, mapper=..., sampler=..., **kwargs)`` whose sampler is
     wrapped in a :class:`ResumableSampler`, reachable as ``loader.resumable_sampler`` (the trainers'
     :class:`~libra_d2.engine.ExactResume` hook sets its start). Usable from lazy configs.
 
     ``repeat_threshold`` (with no ``sampler``): repeat-factor sampling, Detectron2's
-    ``RepeatFactorTrainingSampler`` with the factors of ``dataset`` (a list of dataset dicts) at that
+    ``RepeatFactorTrainingSampler`` with the factors of ``dataset`` (a list of dataset dicts) at
+    that
     threshold, as ``DATALOADER.SAMPLER_TRAIN "RepeatFactorTrainingSampler"`` + ``REPEAT_THRESHOLD``;
     None or 0: off (``TrainingSampler``).
 
     ``bad_boxes``: what happens to degenerate and out-of-image boxes (``DATALOADER.BAD_BOXES``,
     see :mod:`libra_d2.data.dataset_check`)."""
     if sampler is not None and repeat_threshold:
-        raise ValueError("resumable_train_loader: pass either sampler or repeat_threshold, not both")
+        raise ValueError(
+            "resumable_train_loader: pass either sampler or repeat_threshold, not both"
+        )
     if isinstance(dataset, list):
         dataset = apply_box_policy(dataset, bad_boxes)
     if sampler is None and repeat_threshold:

@@ -1,6 +1,7 @@
 """Class frequencies of the training datasets, for the methods that balance by them (Bucketed Class
 Re-weighting, EFL's and LOCE's per-group logging, the plots): images per class and their
 frequency groups (by ``libra_d2.data.frequency_groups``)."""
+
 import logging
 from typing import List, Optional, Sequence
 
@@ -24,7 +25,8 @@ def training_class_image_counts(dataset_names, num_classes):
         meta = MetadataCatalog.get(name)
         if meta.get("class_image_count", None) is not None:
             counts += class_frequencies(
-                meta.class_image_count, num_classes=num_classes,
+                meta.class_image_count,
+                num_classes=num_classes,
                 dataset_id_to_contiguous_id=meta.get("thing_dataset_id_to_contiguous_id", None),
             )
             continue
@@ -39,8 +41,8 @@ def training_class_image_counts(dataset_names, num_classes):
 def _lvis_groups_by_class_names(thing_classes: Sequence[str]) -> Optional[List[str]]:
     """The frequency groups of Detectron2's LVIS category lists, when ``thing_classes`` is one."""
     try:
-        from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES as V1
         from detectron2.data.datasets.lvis_v0_5_categories import LVIS_CATEGORIES as V05
+        from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES as V1
     except ImportError:  # pragma: no cover
         return None
     for categories in (V1, V05):
@@ -52,9 +54,11 @@ def _lvis_groups_by_class_names(thing_classes: Sequence[str]) -> Optional[List[s
     return None
 
 
-def training_frequency_groups(dataset_names: Sequence[str], num_classes: int) -> Optional[List[str]]:
-    """One LVIS frequency group ('r' / 'c' / 'f') per contiguous class, from the metadata of the first
-    training dataset that provides it, in this order: ``category_frequency`` (e.g. LT-Shapes),
+def training_frequency_groups(
+    dataset_names: Sequence[str], num_classes: int
+) -> Optional[List[str]]:
+    """One LVIS frequency group ('r' / 'c' / 'f') per contiguous class, from the metadata of the
+    first training dataset that provides it, in this order: ``category_frequency`` (e.g. LT-Shapes),
     ``class_image_count`` (LVIS thresholds on image counts), Detectron2's LVIS category list when
     ``thing_classes`` is LVIS's. None when no dataset tells (then only overall means are logged).
     Reads metadata only, never the dataset itself.
@@ -68,7 +72,8 @@ def training_frequency_groups(dataset_names: Sequence[str], num_classes: int) ->
         if counts is not None:
             try:
                 freqs = class_frequencies(
-                    counts, num_classes=num_classes,
+                    counts,
+                    num_classes=num_classes,
                     dataset_id_to_contiguous_id=meta.get("thing_dataset_id_to_contiguous_id", None),
                 )
             except (ValueError, KeyError) as e:

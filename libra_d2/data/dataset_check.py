@@ -20,15 +20,23 @@ What it finds, for each dataset of ``DATASETS.TRAIN``:
 :func:`check_training_data` returns a one-paragraph summary and raises :class:`DatasetError`
 listing every error at once.
 """
+
 import os
 from typing import Dict, List, Sequence, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-__all__ = ["BAD_BOX_POLICIES", "DatasetError", "box_problem", "apply_box_policy",
-           "check_training_data", "check_training_records", "num_classes_of_heads",
-           "num_classes_of_lazy_model"]
+__all__ = [
+    "BAD_BOX_POLICIES",
+    "DatasetError",
+    "box_problem",
+    "apply_box_policy",
+    "check_training_data",
+    "check_training_records",
+    "num_classes_of_heads",
+    "num_classes_of_lazy_model",
+]
 
 BAD_BOX_POLICIES = ("clip", "drop", "error")
 #: How far (pixels) a box may reach past the image border before it counts as outside it.
@@ -42,12 +50,13 @@ class DatasetError(RuntimeError):
 
 
 def _xyxy(ann) -> Tuple[float, float, float, float]:
-    return BoxMode.convert(list(ann["bbox"]), ann.get("bbox_mode", BoxMode.XYWH_ABS),
-                           BoxMode.XYXY_ABS)
+    return BoxMode.convert(
+        list(ann["bbox"]), ann.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS
+    )
 
 
 def box_problem(ann, width: float, height: float) -> str:
-    """"degenerate", "outside" (reaches past the image border) or "" for a usable box."""
+    """ "degenerate", "outside" (reaches past the image border) or "" for a usable box."""
     x0, y0, x1, y1 = _xyxy(ann)
     if not (x1 > x0 and y1 > y0):
         return "degenerate"
@@ -69,7 +78,8 @@ def _kept(ann, width, height, policy: str) -> bool:
     if policy == "drop":
         return not box_problem(ann, width, height)
     return box_problem(ann, width, height) != "degenerate" and not _clipped_is_empty(
-        ann, width, height)
+        ann, width, height
+    )
 
 
 def apply_box_policy(records: Sequence[Dict], policy: str) -> List[Dict]:
@@ -77,8 +87,9 @@ def apply_box_policy(records: Sequence[Dict], policy: str) -> List[Dict]:
     degenerate and outside boxes; "clip" removes the boxes that clipping would leave empty (the
     mapper clips the others); "error" keeps all (the check has refused bad ones)."""
     if policy not in BAD_BOX_POLICIES:
-        raise ValueError("DATALOADER.BAD_BOXES={!r}; expected one of {}".format(policy,
-                                                                              BAD_BOX_POLICIES))
+        raise ValueError(
+            "DATALOADER.BAD_BOXES={!r}; expected one of {}".format(policy, BAD_BOX_POLICIES)
+        )
     if policy == "error":
         return list(records)
     out = []
@@ -126,8 +137,9 @@ def _load_records(name):
         return DatasetCatalog.get(name)
     except (ValueError, UnicodeDecodeError, EOFError) as e:  # json.JSONDecodeError is a ValueError
         where = meta.get("json_file", None) or meta.get("dirname", None) or "its files"
-        raise DatasetError("dataset '{}': cannot read {}: {}: {}".format(
-            name, where, type(e).__name__, e)) from None
+        raise DatasetError(
+            "dataset '{}': cannot read {}: {}: {}".format(name, where, type(e).__name__, e)
+        ) from None
 
 
 def check_training_data(cfg, names: Sequence[str]) -> str:
@@ -142,16 +154,22 @@ def check_training_records(names: Sequence[str], key: str, num_classes, policy: 
     ``num_classes`` (config key ``key``; None: not checked) and the box ``policy``; returns the
     summary, raises :class:`DatasetError` with every error found."""
     if policy not in BAD_BOX_POLICIES:
-        raise DatasetError("DATALOADER.BAD_BOXES={!r}; expected one of {}".format(
-            policy, ", ".join(BAD_BOX_POLICIES)))
+        raise DatasetError(
+            "DATALOADER.BAD_BOXES={!r}; expected one of {}".format(
+                policy, ", ".join(BAD_BOX_POLICIES)
+            )
+        )
     errors, lines = [], []
     for name in names:
         records = _load_records(name)
         meta = MetadataCatalog.get(name)
         classes = meta.get("thing_classes", None)
         if num_classes is not None and classes is not None and len(classes) != num_classes:
-            errors.append("dataset '{}' has {} categories but {} = {}: set {} {}".format(
-                name, len(classes), key, num_classes, key, len(classes)))
+            errors.append(
+                "dataset '{}' has {} categories but {} = {}: set {} {}".format(
+                    name, len(classes), key, num_classes, key, len(classes)
+                )
+            )
         notes = []
         missing, bad, out_of_range = [], {"degenerate": [], "outside": []}, []
         boxes = usable = 0
@@ -174,33 +192,65 @@ def check_training_records(names: Sequence[str], key: str, num_classes, policy: 
                 if policy == "error" or _kept(a, w, h, policy):  # ("error": unused)
                     usable += 1
         if missing:
-            errors.append("dataset '{}': {} image files do not exist, e.g. {}".format(
-                name, len(missing), ", ".join(missing[:MAX_NAMED])))
+            errors.append(
+                "dataset '{}': {} image files do not exist, e.g. {}".format(
+                    name, len(missing), ", ".join(missing[:MAX_NAMED])
+                )
+            )
         if out_of_range:
-            errors.append("dataset '{}': {} boxes have a category_id outside [0, {}) ({} = {}), "
-                          "e.g. {}".format(name, len(out_of_range), num_classes, key, num_classes,
-                                           ", ".join("{} in {}".format(c, f)
-                                                     for f, c in out_of_range[:MAX_NAMED])))
+            errors.append(
+                "dataset '{}': {} boxes have a category_id outside [0, {}) ({} = {}), "
+                "e.g. {}".format(
+                    name,
+                    len(out_of_range),
+                    num_classes,
+                    key,
+                    num_classes,
+                    ", ".join("{} in {}".format(c, f) for f, c in out_of_range[:MAX_NAMED]),
+                )
+            )
         for kind, files in bad.items():
             if not files:
                 continue
             what = "{} {} boxes ({}), first in {}".format(
-                len(files), kind, "zero or negative width or height" if kind == "degenerate"
-                else "reaching outside the image", ", ".join(sorted(set(files))[:MAX_NAMED]))
+                len(files),
+                kind,
+                (
+                    "zero or negative width or height"
+                    if kind == "degenerate"
+                    else "reaching outside the image"
+                ),
+                ", ".join(sorted(set(files))[:MAX_NAMED]),
+            )
             if policy == "error":
-                errors.append("dataset '{}': {}; set DATALOADER.BAD_BOXES (lazy: the train "
-                              "loader's bad_boxes) to 'clip' or 'drop' to train without them"
-                              .format(name, what))
+                errors.append(
+                    "dataset '{}': {}; set DATALOADER.BAD_BOXES (lazy: the train "
+                    "loader's bad_boxes) to 'clip' or 'drop' to train without them".format(
+                        name, what
+                    )
+                )
             else:
-                notes.append("dataset '{}': {}: {}".format(
-                    name, what, "dropped" if kind == "degenerate" or policy == "drop"
-                    else "clipped to the image"))
+                notes.append(
+                    "dataset '{}': {}: {}".format(
+                        name,
+                        what,
+                        (
+                            "dropped"
+                            if kind == "degenerate" or policy == "drop"
+                            else "clipped to the image"
+                        ),
+                    )
+                )
         if boxes and not usable and policy != "error":
             errors.append("dataset '{}': none of its {} boxes is usable".format(name, boxes))
-        lines.append("dataset '{}': {} images, {} boxes, {} categories".format(
-            name, len(records), boxes, len(classes) if classes else "?"))
+        lines.append(
+            "dataset '{}': {} images, {} boxes, {} categories".format(
+                name, len(records), boxes, len(classes) if classes else "?"
+            )
+        )
         lines += notes
     if errors:
-        raise DatasetError("the training data cannot be used as configured:\n  - "
-                           + "\n  - ".join(errors))
+        raise DatasetError(
+            "the training data cannot be used as configured:\n  - " + "\n  - ".join(errors)
+        )
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """Detectron2's DatasetMapper, with errors that name the record that caused them."""
+
 from detectron2.data import DatasetMapper
 
 

@@ -12,8 +12,11 @@ LVIS_RARE_MAX_IMAGES = 10
 LVIS_COMMON_MAX_IMAGES = 100
 
 
-def frequency_group_of(image_count: float, rare_max: int = LVIS_RARE_MAX_IMAGES,
-                       common_max: int = LVIS_COMMON_MAX_IMAGES) -> str:
+def frequency_group_of(
+    image_count: float,
+    rare_max: int = LVIS_RARE_MAX_IMAGES,
+    common_max: int = LVIS_COMMON_MAX_IMAGES,
+) -> str:
     """The frequency group of a class seen in ``image_count`` training images: 'r' (at most
     ``rare_max``, including 0), 'c' (at most ``common_max``) or 'f'; LVIS's by default."""
     if image_count <= rare_max:

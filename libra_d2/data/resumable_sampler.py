@@ -1,5 +1,6 @@
 """A sampler wrapper that can start part-way into its stream, so that ``--resume`` sees the data the
 interrupted run would have seen next."""
+
 import itertools
 
 from torch.utils.data import Sampler

@@ -17,6 +17,7 @@ The newest trusted checkpoint is tagged in ``last_checkpoint``, the newer ones a
 checkpoint. Defaults: :data:`WINDOW` (Detectron2's logging window), :data:`FACTOR` and
 :data:`EXPLOSION_FACTOR`.
 """
+
 import math
 import statistics
 from typing import Dict, Optional
@@ -45,13 +46,17 @@ def loss_explosion(losses, window: int = WINDOW, factor: float = EXPLOSION_FACTO
     reference = _over_recent_median(losses[-1], losses[:-1], window, factor)
     if reference is not None:
         return "the loss {:.4g} is over {:g}x the median {:.4g} of the {} steps before".format(
-            losses[-1], factor, reference, window)
+            losses[-1], factor, reference, window
+        )
     return None
 
 
 def untrusted_after_divergence(
-    losses: Dict[int, float], saved_iter: Optional[int], diverged_iter: int,
-    window: int = WINDOW, factor: float = FACTOR,
+    losses: Dict[int, float],
+    saved_iter: Optional[int],
+    diverged_iter: int,
+    window: int = WINDOW,
+    factor: float = FACTOR,
 ) -> Optional[str]:
     """Why the checkpoint written after step ``saved_iter`` is not trusted for a resume after a
     divergence detected at step ``diverged_iter``; None when it is trusted.
@@ -66,16 +71,18 @@ def untrusted_after_divergence(
     nxt = saved_iter + 1
     if nxt >= diverged_iter or nxt not in losses:
         return "no step finished with its weights before the divergence at step {}".format(
-            diverged_iter)
+            diverged_iter
+        )
     value = losses[nxt]
     if not math.isfinite(value):
         return "the loss with its weights (step {}) was {}".format(nxt, value)
     before = [v for t, v in sorted(losses.items()) if t <= saved_iter and math.isfinite(v)]
     reference = _over_recent_median(value, before, window, factor) if before else None
     if reference is not None:
-        return "the loss with its weights (step {}) was {:.4g}, over {:g}x the median {:.4g} " \
-               "of the {} steps before".format(nxt, value, factor, reference,
-                                               len(before[-window:]))
+        return (
+            "the loss with its weights (step {}) was {:.4g}, over {:g}x the median {:.4g} "
+            "of the {} steps before".format(nxt, value, factor, reference, len(before[-window:]))
+        )
     return None
 
 
@@ -88,13 +95,18 @@ def stop_after_divergence(error: FloatingPointError, iteration: int, storage, ch
     chosen = None
     if checkpointer is not None and checkpointer.save_to_disk:
         chosen = checkpointer.prepare_resume_after_divergence(
-            lambda saved: untrusted_after_divergence(losses, saved, iteration))
+            lambda saved: untrusted_after_divergence(losses, saved, iteration)
+        )
     if chosen:
         then = "`--resume` will continue from {} (tagged in last_checkpoint)".format(chosen)
     else:
-        then = "no checkpoint from before it can be trusted: `--resume` will start again from " \
-               "MODEL.WEIGHTS"
+        then = (
+            "no checkpoint from before it can be trusted: `--resume` will start again from "
+            "MODEL.WEIGHTS"
+        )
     return FloatingPointError(
         "{}\nTraining diverged at iteration {}; {}. Fix the cause first (e.g. a lower "
         "SOLVER.BASE_LR, a longer SOLVER.WARMUP_ITERS, SOLVER.CLIP_GRADIENTS).".format(
-            error, iteration, then))
+            error, iteration, then
+        )
+    )

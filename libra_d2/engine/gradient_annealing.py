@@ -32,6 +32,7 @@ that calls ``after_backward`` of its hooks between backward and the optimizer st
 ``LibraTrainLoop`` on every Detectron2 version; Detectron2 main's own ``SimpleTrainer`` too, but
 not 0.6's).
 """
+
 import logging
 from typing import Iterable, List, Optional, Sequence
 
@@ -91,7 +92,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def _normalize_prefix(prefix: str) -> str:
     prefix = prefix.strip().rstrip(".")
     while prefix.startswith("module."):  # written against a DDP-wrapped model
-        prefix = prefix[len("module."):]
+        prefix = prefix[len("module.") :]
     return prefix
 
 
@@ -157,8 +158,13 @@ class GradientAnnealing(HookBase):
         # Selected once: the set of parameters does not change during training.
         selected = select_parameters(self.trainer.model, self.modules)
         if not selected:
-            names = sorted({n.split(".")[0] + "." + n.split(".")[1] for n, _ in
-                            _unwrap(self.trainer.model).named_parameters() if "." in n})
+            names = sorted(
+                {
+                    n.split(".")[0] + "." + n.split(".")[1]
+                    for n, _ in _unwrap(self.trainer.model).named_parameters()
+                    if "." in n
+                }
+            )
             raise ValueError(
                 "R-CNN Gradient Annealing: no trainable parameter under {} (MODEL.RGA.MODULES). "
                 "Modules of this model: {}".format(self.modules, ", ".join(names))
@@ -171,7 +177,8 @@ class GradientAnnealing(HookBase):
             "R-CNN Gradient Annealing: lambda0=%g, %s, %d parameter tensors under %s",
             self.lambda0,
             "constant" if self.constant else "annealed to 1 at iteration {}".format(self.end_iter),
-            len(self._params), self.modules,
+            len(self._params),
+            self.modules,
         )
 
     @property

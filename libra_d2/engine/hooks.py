@@ -1,4 +1,5 @@
 """Hooks of libra_d2's trainers."""
+
 import sys
 
 import torch
@@ -37,11 +38,11 @@ class ExactResume(HookBase):
     training data stream (derived from the iteration: the sampler skips the
     ``start_iter * images_per_process`` indices already consumed).
 
-    Exact for a single process with ``DATALOADER.NUM_WORKERS = 0`` (tested). With workers, data order
-    is exact but augmentation randomness inside workers is re-seeded; with several processes only
-    rank 0's RNG streams are saved (the others are re-seeded from the iteration and their rank);
-    with aspect-ratio grouping of images of both orientations, images buffered in a partly filled
-    group at the time of the checkpoint are skipped.
+    Exact for a single process with ``DATALOADER.NUM_WORKERS = 0`` (tested). With workers, data
+    order is exact but augmentation randomness inside workers is re-seeded; with several processes
+    only rank 0's RNG streams are saved (the others are re-seeded from the iteration and their
+    rank); with aspect-ratio grouping of images of both orientations, images buffered in a partly
+    filled group at the time of the checkpoint are skipped.
     """
 
     def __init__(self, sampler, images_per_process: int):
@@ -84,8 +85,11 @@ class ProgressBar(HookBase):
         from tqdm import tqdm
 
         self._bar = tqdm(
-            total=self.trainer.max_iter, initial=self.trainer.start_iter, desc="train",
-            dynamic_ncols=True, leave=True,
+            total=self.trainer.max_iter,
+            initial=self.trainer.start_iter,
+            desc="train",
+            dynamic_ncols=True,
+            leave=True,
         )
 
     def after_step(self):
@@ -93,7 +97,9 @@ class ProgressBar(HookBase):
             return
         storage = self.trainer.storage
         if "total_loss" in storage.histories():
-            self._bar.set_postfix(loss="%.3f" % storage.history("total_loss").latest(), refresh=False)
+            self._bar.set_postfix(
+                loss="%.3f" % storage.history("total_loss").latest(), refresh=False
+            )
         self._bar.update(1)
 
     def after_train(self):

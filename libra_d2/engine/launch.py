@@ -12,6 +12,7 @@ per-machine process group for ``comm.get_local_rank()``), with three differences
 * ``init_single_process_group`` forms a process group even for one process (the GPU check uses it
   to run the methods' all-reduces through NCCL on one GPU).
 """
+
 import logging
 import os
 from datetime import timedelta
@@ -59,25 +60,38 @@ def launch(
     if world_size <= 1 and not init_single_process_group:
         return main_func(*args)
     if use_cuda and num_gpus_per_machine > torch.cuda.device_count():
-        raise ValueError("--num-gpus {} but this machine has {} CUDA devices".format(
-            num_gpus_per_machine, torch.cuda.device_count()))
+        raise ValueError(
+            "--num-gpus {} but this machine has {} CUDA devices".format(
+                num_gpus_per_machine, torch.cuda.device_count()
+            )
+        )
     store = None
     if dist_url in (None, "auto"):
         if num_machines != 1:
             raise ValueError(
-                "dist_url='auto' cannot be used with several machines: give tcp://host:port")
+                "dist_url='auto' cannot be used with several machines: give tcp://host:port"
+            )
         # Port 0: the OS picks a free port, and this process keeps it bound for the whole run.
         store = dist.TCPStore(LOCALHOST, 0, is_master=True, wait_for_workers=False, timeout=timeout)
         rendezvous = ("store", LOCALHOST, store.port)
-        logger.info("Process group rendezvous on %s:%d (held by the launcher)", LOCALHOST,
-                    store.port)
+        logger.info(
+            "Process group rendezvous on %s:%d (held by the launcher)", LOCALHOST, store.port
+        )
     else:
         rendezvous = ("url", dist_url)
     mp.start_processes(
         _worker,
         nprocs=num_gpus_per_machine,
-        args=(main_func, world_size, num_gpus_per_machine, machine_rank, rendezvous, args, timeout,
-              use_cuda),
+        args=(
+            main_func,
+            world_size,
+            num_gpus_per_machine,
+            machine_rank,
+            rendezvous,
+            args,
+            timeout,
+            use_cuda,
+        ),
         daemon=False,
         start_method="spawn",
     )
@@ -106,8 +120,17 @@ def launch_from_args(main_func, args):
     )
 
 
-def _worker(local_rank, main_func, world_size, per_machine, machine_rank, rendezvous, args, timeout,
-            use_cuda):
+def _worker(
+    local_rank,
+    main_func,
+    world_size,
+    per_machine,
+    machine_rank,
+    rendezvous,
+    args,
+    timeout,
+    use_cuda,
+):
     global_rank = machine_rank * per_machine + local_rank
     if use_cuda:
         torch.cuda.set_device(local_rank)
@@ -118,11 +141,17 @@ def _worker(local_rank, main_func, world_size, per_machine, machine_rank, rendez
     if rendezvous[0] == "store":
         _, host, port = rendezvous
         store = dist.TCPStore(host, port, is_master=False, timeout=timeout)
-        dist.init_process_group(backend=backend, store=store, world_size=world_size,
-                                rank=global_rank, timeout=timeout)
+        dist.init_process_group(
+            backend=backend, store=store, world_size=world_size, rank=global_rank, timeout=timeout
+        )
     else:
-        dist.init_process_group(backend=backend, init_method=rendezvous[1], world_size=world_size,
-                                rank=global_rank, timeout=timeout)
+        dist.init_process_group(
+            backend=backend,
+            init_method=rendezvous[1],
+            world_size=world_size,
+            rank=global_rank,
+            timeout=timeout,
+        )
     create_local_process_group(per_machine)
     comm.synchronize()
     try:

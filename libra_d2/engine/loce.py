@@ -22,6 +22,7 @@ lazy configs list them in ``train.hooks`` as ``LazyCall`` objects, which
 The memory is per process (each process pre-fills its own) and is not saved in checkpoints (it is
 several GB for LVIS): a resumed run re-fills it with the pre-fill pass.
 """
+
 import copy
 import logging
 import os
@@ -63,8 +64,11 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def _loce_heads(model: nn.Module) -> LOCEROIHeads:
     heads = getattr(_unwrap(model), "roi_heads", None)
     if not isinstance(heads, LOCEROIHeads):
-        raise ConfigError("MODEL.LOCE needs MODEL.ROI_HEADS.NAME 'LOCEROIHeads', the model has {}"
-                          .format(type(heads).__name__))
+        raise ConfigError(
+            "MODEL.LOCE needs MODEL.ROI_HEADS.NAME 'LOCEROIHeads', the model has {}".format(
+                type(heads).__name__
+            )
+        )
     return heads
 
 
@@ -83,8 +87,10 @@ def _check_weights(weights, output_dir, option_names) -> None:
         "{} is stage 2 of LOCE's decoupled training: it fine-tunes a stage-1 "
         "model with the backbone frozen, but {} is empty and {} ({}) has no "
         "checkpoint to resume from. Train stage 1 first and pass {} "
-        "<stage-1 {}>/model_final.pth".format(switch, weights_key, dir_key, output_dir,
-                                              weights_key, dir_key))
+        "<stage-1 {}>/model_final.pth".format(
+            switch, weights_key, dir_key, output_dir, weights_key, dir_key
+        )
+    )
 
 
 def check_finetune_weights(cfg) -> None:
@@ -97,8 +103,14 @@ class LOCEFineTune(HookBase):
     """Stage-2 checks and the mean-score reset (see the module docstring)."""
 
     @configurable
-    def __init__(self, *, weights: str, output_dir: str, reset_scores: bool,
-                 option_names: Tuple[str, str, str] = LAZY_OPTION_NAMES):
+    def __init__(
+        self,
+        *,
+        weights: str,
+        output_dir: str,
+        reset_scores: bool,
+        option_names: Tuple[str, str, str] = LAZY_OPTION_NAMES
+    ):
         """
         Args:
             weights: the stage-1 checkpoint the fine-tune starts from (``MODEL.WEIGHTS``,
@@ -118,9 +130,12 @@ class LOCEFineTune(HookBase):
 
     @classmethod
     def from_config(cls, cfg):
-        return {"weights": cfg.MODEL.WEIGHTS, "output_dir": cfg.OUTPUT_DIR,
-                "reset_scores": cfg.MODEL.LOCE.RESET_SCORES_AT_START,
-                "option_names": YAML_OPTION_NAMES}
+        return {
+            "weights": cfg.MODEL.WEIGHTS,
+            "output_dir": cfg.OUTPUT_DIR,
+            "reset_scores": cfg.MODEL.LOCE.RESET_SCORES_AT_START,
+            "option_names": YAML_OPTION_NAMES,
+        }
 
     def before_train(self):
         if self.trainer.start_iter > 0:
@@ -129,7 +144,8 @@ class LOCEFineTune(HookBase):
         if not self.weights:
             raise ConfigError(
                 "{} starts from iteration 0 with empty {} (was --resume forgotten?): pass the "
-                "stage-1 model_final.pth as {}".format(switch, weights_key, weights_key))
+                "stage-1 model_final.pth as {}".format(switch, weights_key, weights_key)
+            )
         heads = getattr(_unwrap(self.trainer.model), "roi_heads", None)
         if not isinstance(heads, LOCEROIHeads):
             return
@@ -137,15 +153,21 @@ class LOCEFineTune(HookBase):
         if self.reset_scores:
             heads.box_predictor.mean_score.reset()
             if has_scores is False:
-                logger.info("LOCE stage 2: %s holds no LOCE mean scores (not a LOCE stage-1 "
-                            "checkpoint); the fine-tune starts from fresh scores, as "
-                            "RESET_SCORES_AT_START does for any checkpoint.", self.weights)
+                logger.info(
+                    "LOCE stage 2: %s holds no LOCE mean scores (not a LOCE stage-1 "
+                    "checkpoint); the fine-tune starts from fresh scores, as "
+                    "RESET_SCORES_AT_START does for any checkpoint.",
+                    self.weights,
+                )
         elif has_scores is False:
             raise ConfigError(
-                "{} with RESET_SCORES_AT_START off keeps the stage-1 mean scores, but {} = {} holds "
+                "{} with RESET_SCORES_AT_START off keeps the stage-1 mean scores, but {} = {} "
+                "holds "
                 "none (no '{}': not a LOCE stage-1 checkpoint). Pass a LOCE stage-1 "
                 "model_final.pth, or reset the scores at the start.".format(
-                    switch, weights_key, self.weights, MEAN_SCORE_KEY))
+                    switch, weights_key, self.weights, MEAN_SCORE_KEY
+                )
+            )
 
 
 #: The state-dict key of the mean scores ``s`` of a LOCE model.
@@ -172,7 +194,9 @@ def class_balanced_image_indices(
     replacement, rarest classes first), each record at most once; sorted."""
     per_class: List[List[int]] = [[] for _ in range(num_classes)]
     for i, record in enumerate(dataset_dicts):
-        for c in {a["category_id"] for a in record.get("annotations", []) if not a.get("iscrowd", 0)}:
+        for c in {
+            a["category_id"] for a in record.get("annotations", []) if not a.get("iscrowd", 0)
+        }:
             if 0 <= c < num_classes:
                 per_class[c].append(i)
     rng = np.random.RandomState(seed)
@@ -188,7 +212,9 @@ def class_balanced_image_indices(
 
 
 @torch.no_grad()
-def prefill_feature_memory(model, records, mapper, batch_size: int = 8, log_every_s: float = 30.0) -> int:
+def prefill_feature_memory(
+    model, records, mapper, batch_size: int = 8, log_every_s: float = 30.0
+) -> int:
     """Run ``records`` (mapped by ``mapper``) through the backbone in eval mode and push every GT
     box's jittered copies into ``roi_heads.memory``. Returns the number of rows pushed."""
     m = _unwrap(model)
@@ -198,7 +224,7 @@ def prefill_feature_memory(model, records, mapper, batch_size: int = 8, log_ever
     pushed, t0, last = 0, time.perf_counter(), time.perf_counter()
     try:
         for start in range(0, len(records), batch_size):
-            batch = [mapper(copy.deepcopy(r)) for r in records[start:start + batch_size]]
+            batch = [mapper(copy.deepcopy(r)) for r in records[start : start + batch_size]]
             batch = [b for b in batch if b is not None and "instances" in b]
             if not batch:
                 continue
@@ -210,9 +236,16 @@ def prefill_feature_memory(model, records, mapper, batch_size: int = 8, log_ever
             done = min(start + batch_size, len(records))
             if now - last >= log_every_s or done == len(records):
                 last = now
-                logger.info("LOCE memory pre-fill: %d/%d images, %d rows pushed, %d/%d classes "
-                            "stored, %.0f s", done, len(records), int(pushed),
-                            int(heads.memory.available().sum()), heads.memory.num_classes, now - t0)
+                logger.info(
+                    "LOCE memory pre-fill: %d/%d images, %d rows pushed, %d/%d classes "
+                    "stored, %.0f s",
+                    done,
+                    len(records),
+                    int(pushed),
+                    int(heads.memory.available().sum()),
+                    heads.memory.num_classes,
+                    now - t0,
+                )
     finally:
         m.train(was_training)
     return int(pushed)
@@ -223,9 +256,19 @@ class FeatureMemoryHook(HookBase):
     class / row sampling (``before_step``). See the module docstring."""
 
     @configurable
-    def __init__(self, *, dataset_names: Sequence[str], mapper, queue_size: int,
-                 num_classes_per_step: int, samples_per_class: int, device: str, dtype: str,
-                 prefill_images_per_class: int, prefill_batch_size: int):
+    def __init__(
+        self,
+        *,
+        dataset_names: Sequence[str],
+        mapper,
+        queue_size: int,
+        num_classes_per_step: int,
+        samples_per_class: int,
+        device: str,
+        dtype: str,
+        prefill_images_per_class: int,
+        prefill_batch_size: int
+    ):
         """
         Args:
             dataset_names: the training datasets the pre-fill draws its images from.
@@ -237,8 +280,9 @@ class FeatureMemoryHook(HookBase):
             prefill_images_per_class: images per class of the pre-fill (0: none).
             prefill_batch_size: images per forward pass of the pre-fill.
         """
-        self.dataset_names = [dataset_names] if isinstance(dataset_names, str) else list(
-            dataset_names)
+        self.dataset_names = (
+            [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
+        )
         self.mapper = mapper
         self.queue_size = int(queue_size)
         self.k = int(num_classes_per_step)
@@ -271,27 +315,44 @@ class FeatureMemoryHook(HookBase):
         model = _unwrap(self.trainer.model)
         heads = _loce_heads(model)
         if any(p.requires_grad for p in getattr(model, "backbone", nn.Module()).parameters()):
-            logger.warning("LOCE MFS with a backbone that trains (not frozen for the fine-tune): "
-                           "stored features go stale as the backbone changes")
+            logger.warning(
+                "LOCE MFS with a backbone that trains (not frozen for the fine-tune): "
+                "stored features go stale as the backbone changes"
+            )
         device = self.device or self._model_device()
         self.memory = FeatureMemory(
-            heads.num_classes, queue_size=self.queue_size,
-            feature_shape=heads.memory_feature_shape, device=device, dtype=self.dtype,
+            heads.num_classes,
+            queue_size=self.queue_size,
+            feature_shape=heads.memory_feature_shape,
+            device=device,
+            dtype=self.dtype,
         )
         heads.attach_memory(self.memory)
-        logger.info("LOCE feature memory: %s (%.1f MB per process; not checkpointed, re-filled on "
-                    "resume)", self.memory, self.memory.nbytes() / 2**20)
+        logger.info(
+            "LOCE feature memory: %s (%.1f MB per process; not checkpointed, re-filled on "
+            "resume)",
+            self.memory,
+            self.memory.nbytes() / 2**20,
+        )
         if self.prefill_images_per_class > 0:
             self.prefill()
 
     def prefill(self) -> int:
         dicts = get_detection_dataset_dicts(self.dataset_names, filter_empty=True)
-        idx = class_balanced_image_indices(dicts, self.memory.num_classes,
-                                           self.prefill_images_per_class, seed=comm.get_rank())
-        logger.info("LOCE memory pre-fill: %d images (up to %d per class) ...", len(idx),
-                    self.prefill_images_per_class)
-        return prefill_feature_memory(self.trainer.model, [dicts[i] for i in idx], self.mapper,
-                                      batch_size=self.prefill_batch_size)
+        idx = class_balanced_image_indices(
+            dicts, self.memory.num_classes, self.prefill_images_per_class, seed=comm.get_rank()
+        )
+        logger.info(
+            "LOCE memory pre-fill: %d images (up to %d per class) ...",
+            len(idx),
+            self.prefill_images_per_class,
+        )
+        return prefill_feature_memory(
+            self.trainer.model,
+            [dicts[i] for i in idx],
+            self.mapper,
+            batch_size=self.prefill_batch_size,
+        )
 
     def sample_batch(self) -> MemoryBatch:
         heads = _loce_heads(self.trainer.model)
@@ -321,7 +382,10 @@ def build_loce_hooks(trainer):
         hooks.append(LOCEFineTune(cfg))
     if loce.MFS.ENABLED:
         if cfg.MODEL.ROI_HEADS.NAME != "LOCEROIHeads":
-            raise ConfigError("MODEL.LOCE.MFS needs MODEL.ROI_HEADS.NAME 'LOCEROIHeads', got {!r}"
-                              .format(cfg.MODEL.ROI_HEADS.NAME))
+            raise ConfigError(
+                "MODEL.LOCE.MFS needs MODEL.ROI_HEADS.NAME 'LOCEROIHeads', got {!r}".format(
+                    cfg.MODEL.ROI_HEADS.NAME
+                )
+            )
         hooks.append(FeatureMemoryHook(cfg))
     return hooks or None

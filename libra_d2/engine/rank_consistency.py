@@ -8,6 +8,7 @@ at each checkpoint period and at the end of training, and raises, naming the ten
 differ. BatchNorm running statistics are left out: they are per rank by design when DDP does not
 broadcast buffers (Detectron2's setting), as in Detectron2.
 """
+
 import logging
 from typing import Dict, Iterable, List, Tuple
 
@@ -32,7 +33,8 @@ def consistency_tensors(model: nn.Module) -> Dict[str, torch.Tensor]:
         model = model.module
     per_rank = {
         "{}.{}".format(name, b) if name else b
-        for name, m in model.named_modules() if isinstance(m, _PER_RANK_NORMS)
+        for name, m in model.named_modules()
+        if isinstance(m, _PER_RANK_NORMS)
         for b in _PER_RANK_BATCHNORM_BUFFERS
     }
     out = dict(model.named_parameters())
@@ -62,8 +64,11 @@ def mismatched_names(names: List[str], fingerprints: List[torch.Tensor]) -> List
     out = []
     for rank, fp in enumerate(fingerprints[1:], start=1):
         if fp.shape != ref.shape:
-            raise RuntimeError("rank {} holds {} checked tensors, rank 0 holds {}".format(
-                rank, fp.shape[0], ref.shape[0]))
+            raise RuntimeError(
+                "rank {} holds {} checked tensors, rank 0 holds {}".format(
+                    rank, fp.shape[0], ref.shape[0]
+                )
+            )
         same = (fp == ref) | (torch.isnan(fp) & torch.isnan(ref))
         out.extend((names[i], rank) for i in torch.nonzero(~same.all(dim=1))[:, 0].tolist())
     return out
@@ -94,11 +99,16 @@ class RankConsistencyCheck(HookBase):
             raise RuntimeError(
                 "Ranks disagree {}: {} tensors differ from rank 0's: {}{}. Every rank must hold "
                 "the same parameters and method statistics.".format(
-                    where, len(bad), shown, ", ..." if len(bad) > self.max_names else "")
+                    where, len(bad), shown, ", ..." if len(bad) > self.max_names else ""
+                )
             )
-        logger.info("All %d ranks hold identical parameters and method statistics (%d tensors, "
-                    "BatchNorm running statistics excluded) %s", comm.get_world_size(), len(names),
-                    where)
+        logger.info(
+            "All %d ranks hold identical parameters and method statistics (%d tensors, "
+            "BatchNorm running statistics excluded) %s",
+            comm.get_world_size(),
+            len(names),
+            where,
+        )
         return len(names)
 
     def after_step(self):

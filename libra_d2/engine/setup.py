@@ -1,4 +1,5 @@
 """Turn command-line arguments into a checked, frozen config: the shared set-up of the launchers."""
+
 import difflib
 import logging
 import os
@@ -66,7 +67,8 @@ def check_datasets(names):
         if name not in registered:
             raise DatasetError(
                 "dataset '{}' (in DATASETS.TRAIN/TEST) is not registered.{} Registered datasets "
-                "include the Detectron2 builtins (coco_2017_*, lvis_v1_*, voc_*) and lt_shapes_train/"
+                "include the Detectron2 builtins (coco_2017_*, lvis_v1_*, voc_*) and "
+                "lt_shapes_train/"
                 "lt_shapes_val.".format(name, _suggest(name, registered))
             )
         meta = MetadataCatalog.get(name)
@@ -123,13 +125,16 @@ def setup_cfg(args, *, do_default_setup=True):
             from .loce import check_finetune_weights  # (loce imports this module)
 
             check_finetune_weights(cfg)
-        summary = check_on_main_process(
-            lambda: check_training_data(cfg, list(cfg.DATASETS.TRAIN)))
+        summary = check_on_main_process(lambda: check_training_data(cfg, list(cfg.DATASETS.TRAIN)))
     if do_default_setup:
         default_setup(cfg, args)
         # libra_d2's own loggers (hook progress such as LOCE's memory pre-fill) next to Detectron2's
-        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="libra_d2",
-                     abbrev_name="libra_d2")
+        setup_logger(
+            cfg.OUTPUT_DIR,
+            distributed_rank=comm.get_rank(),
+            name="libra_d2",
+            abbrev_name="libra_d2",
+        )
     if summary:
         logger.info("Training data checked:\n%s", summary)
     return cfg

@@ -11,6 +11,7 @@ libra_d2 trainer needs.
 * The data-loader iterator is created on first use without touching the global RNG, so a resumed
   run can set its data position and RNG state before the first batch is drawn (exact resume).
 """
+
 import contextlib
 import random
 import time
@@ -24,12 +25,18 @@ from detectron2.utils.events import get_event_storage
 from ..utils.events import flush_deferred_scalars
 from .divergence import EXPLOSION_FACTOR, WINDOW, loss_explosion, stop_after_divergence
 
-__all__ = ["AfterBackwardHooks", "LibraTrainLoop", "capture_rng_state", "restore_rng_state",
-           "preserved_torch_rng"]
+__all__ = [
+    "AfterBackwardHooks",
+    "LibraTrainLoop",
+    "capture_rng_state",
+    "restore_rng_state",
+    "preserved_torch_rng",
+]
 
 
 def capture_rng_state():
-    """Every RNG a training step may draw from, in a form ``torch.load(weights_only=True)`` accepts."""
+    """Every RNG a training step may draw from, in a form ``torch.load(weights_only=True)``
+    accepts."""
     np_state = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
@@ -50,8 +57,13 @@ def restore_rng_state(state):
     torch.set_rng_state(state["torch"])
     npst = state["numpy"]
     np.random.set_state(
-        ("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
-         npst["cached_gaussian"])
+        (
+            "MT19937",
+            npst["keys"].numpy().astype(np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["cached_gaussian"],
+        )
     )
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
@@ -98,7 +110,8 @@ class AfterBackwardHooks:
         hooks = [h for h in hooks if h is not None]
         super().register_hooks(hooks)
         self.after_backward_hooks = list(getattr(self, "after_backward_hooks", [])) + [
-            h for h in hooks if callable(getattr(h, "after_backward", None))]
+            h for h in hooks if callable(getattr(h, "after_backward", None))
+        ]
 
     def after_backward(self):
         for h in getattr(self, "after_backward_hooks", []):
@@ -114,8 +127,16 @@ class LibraTrainLoop(AfterBackwardHooks, SimpleTrainer):
         amp: autocast the forward pass (fp16 + GradScaler on CUDA, bf16 on CPU).
     """
 
-    def __init__(self, model, data_loader, optimizer, *, amp=False, hook_owner=None,
-                 loss_explosion_factor=EXPLOSION_FACTOR):
+    def __init__(
+        self,
+        model,
+        data_loader,
+        optimizer,
+        *,
+        amp=False,
+        hook_owner=None,
+        loss_explosion_factor=EXPLOSION_FACTOR
+    ):
         super().__init__(model, _DeferredIterable(data_loader), optimizer)
         #: a finite loss this many times the recent median stops the run like a NaN (None: off)
         self.loss_explosion_factor = loss_explosion_factor
@@ -183,7 +204,7 @@ class LibraTrainLoop(AfterBackwardHooks, SimpleTrainer):
         storage = get_event_storage()
         if "total_loss" not in storage.histories():
             return
-        recent = [v for v, _ in storage.history("total_loss").values()[-WINDOW - 1:]]
+        recent = [v for v, _ in storage.history("total_loss").values()[-WINDOW - 1 :]]
         why = loss_explosion(recent, WINDOW, self.loss_explosion_factor)
         if why:
             raise FloatingPointError("Loss exploded at iteration {}: {}".format(self.iter, why))

@@ -1,4 +1,5 @@
 """``LibraTrainer``: the DefaultTrainer every libra_d2 method trains with."""
+
 import logging
 import weakref
 
@@ -50,7 +51,10 @@ class LibraTrainer(AfterBackwardHooks, DefaultTrainer):
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model(model, broadcast_buffers=False)
         self._trainer = LibraTrainLoop(
-            model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED,
+            model,
+            data_loader,
+            optimizer,
+            amp=cfg.SOLVER.AMP.ENABLED,
             hook_owner=weakref.proxy(self),
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
@@ -71,7 +75,7 @@ class LibraTrainer(AfterBackwardHooks, DefaultTrainer):
             # At the same place on every rank (it is a collective; the checkpointer and writers
             # exist on rank 0 only), after the methods' updates and before rank 0 saves.
             method_hooks.append(RankConsistencyCheck(self.cfg.SOLVER.CHECKPOINT_PERIOD))
-        ret[lr_idx + 1:lr_idx + 1] = method_hooks
+        ret[lr_idx + 1 : lr_idx + 1] = method_hooks
         images_per_process = self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
         # The resume hook must capture the RNG state before anything after it may draw from it.
         ckpt_idx = next(
@@ -119,8 +123,11 @@ class LibraTrainer(AfterBackwardHooks, DefaultTrainer):
         model = super().build_model(cfg)
         frozen = freeze_from_cfg(cfg, model)
         if frozen:
-            logger.info("Fine-tuning: froze %d parameter tensors under %s (BatchNorm in eval mode)",
-                        len(frozen), list(cfg.MODEL.LOCE.FREEZE))
+            logger.info(
+                "Fine-tuning: froze %d parameter tensors under %s (BatchNorm in eval mode)",
+                len(frozen),
+                list(cfg.MODEL.LOCE.FREEZE),
+            )
         return model
 
     @classmethod

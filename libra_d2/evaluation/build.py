@@ -1,4 +1,5 @@
 """Choose Detectron2 DatasetEvaluators from a dataset's ``evaluator_type`` metadata."""
+
 import os
 
 from detectron2.data import MetadataCatalog
@@ -17,8 +18,8 @@ SUPPORTED_EVALUATOR_TYPES = ("coco", "lvis", "pascal_voc")
 def build_evaluator(cfg, dataset_name: str, output_folder: str = None):
     """Detectron2 evaluator(s) for ``dataset_name``, chosen by its ``evaluator_type`` metadata.
 
-    COCO uses pycocotools' official COCOeval when the compiled fast COCOeval is absent; LVIS works on
-    current NumPy; Pascal VOC uses Detectron2's VOC07/12 AP evaluator.
+    COCO uses pycocotools' official COCOeval when the compiled fast COCOeval is absent; LVIS works
+    on current NumPy; Pascal VOC uses Detectron2's VOC07/12 AP evaluator.
     """
     if output_folder is None:
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)

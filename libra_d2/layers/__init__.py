@@ -1,4 +1,5 @@
 """The math of the five papers as small pure functions and thin modules."""
+
 from .balanced_l1 import BalancedL1Loss, balanced_l1_b, balanced_l1_loss
 from .class_reweighting import (
     BCRSigmoidCELoss,
@@ -8,6 +9,7 @@ from .class_reweighting import (
     class_frequencies,
 )
 from .equalized_focal_loss import (
+    EFLClassificationLoss,
     EqualizedFocalLoss,
     accumulate_gradient_statistics,
     efl_focusing_factors,

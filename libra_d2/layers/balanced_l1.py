@@ -45,6 +45,7 @@ function at ``beta = 1`` (every R-CNN / RPN setting).
 ``beta`` below 1e-5 (including 0) degrades to ``gamma * |x|`` (the ``u >= beta`` branch with
 ``beta = 0``), mirroring fvcore's smooth L1 threshold, so nothing is divided by ``beta``.
 """
+
 import math
 
 import torch
@@ -137,8 +138,14 @@ def balanced_l1_loss(
 class BalancedL1Loss(nn.Module):
     """Thin module around :func:`balanced_l1_loss` (Eq. 9)."""
 
-    def __init__(self, alpha: float = 0.5, gamma: float = 1.5, beta: float = 1.0,
-                 reduction: str = "none", form: str = "reference"):
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        gamma: float = 1.5,
+        beta: float = 1.0,
+        reduction: str = "none",
+        form: str = "reference",
+    ):
         super().__init__()
         balanced_l1_b(alpha, gamma)  # validate early
         if beta < 0:
@@ -151,8 +158,12 @@ class BalancedL1Loss(nn.Module):
         self.form = form
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return balanced_l1_loss(input, target, self.alpha, self.gamma, self.beta, self.reduction,
-                                self.form)
+        return balanced_l1_loss(
+            input, target, self.alpha, self.gamma, self.beta, self.reduction, self.form
+        )
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, gamma={self.gamma}, beta={self.beta}, reduction={self.reduction!r}"
+        return (
+            f"alpha={self.alpha}, gamma={self.gamma}, beta={self.beta}, "
+            f"reduction={self.reduction!r}"
+        )

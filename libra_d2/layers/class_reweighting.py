@@ -17,6 +17,7 @@ same buckets).
 Layout (Detectron2 box predictor): ``logits`` (N, C+1), column C is the background, labels in
 [0, C] with C meaning background.
 """
+
 from typing import Mapping, Optional, Sequence, Union
 
 import torch
@@ -192,7 +193,9 @@ def bcr_sigmoid_ce_loss(
     n, k = logits.shape
     c = k - 1
     if class_weights.dim() != 1 or class_weights.numel() != c:
-        raise ValueError(f"class_weights must have C = {c} entries, got shape {tuple(class_weights.shape)}")
+        raise ValueError(
+            f"class_weights must have C = {c} entries, got shape {tuple(class_weights.shape)}"
+        )
     gt_classes = gt_classes.long()
     # (checked where it is free; on a GPU one_hot asserts the range on the device)
     if n > 0 and gt_classes.device.type == "cpu" and (gt_classes.min() < 0 or gt_classes.max() > c):
@@ -218,9 +221,13 @@ class BCRSigmoidCELoss(nn.Module):
     """Thin module around :func:`bcr_sigmoid_ce_loss`; the weights are a (non-trainable) buffer,
     so they follow ``.to(device)`` and are saved in checkpoints."""
 
-    def __init__(self, class_weights: torch.Tensor, reduction: str = "mean", include_background: bool = True):
+    def __init__(
+        self, class_weights: torch.Tensor, reduction: str = "mean", include_background: bool = True
+    ):
         super().__init__()
-        self.register_buffer("class_weights", torch.as_tensor(class_weights, dtype=torch.float32).clone())
+        self.register_buffer(
+            "class_weights", torch.as_tensor(class_weights, dtype=torch.float32).clone()
+        )
         self.reduction = reduction
         self.include_background = include_background
 
@@ -240,7 +247,9 @@ class BCRSigmoidCELoss(nn.Module):
         return cls(w, **kwargs)
 
     def forward(self, logits: torch.Tensor, gt_classes: torch.Tensor) -> torch.Tensor:
-        return bcr_sigmoid_ce_loss(logits, gt_classes, self.class_weights, self.reduction, self.include_background)
+        return bcr_sigmoid_ce_loss(
+            logits, gt_classes, self.class_weights, self.reduction, self.include_background
+        )
 
     def extra_repr(self) -> str:
         return (

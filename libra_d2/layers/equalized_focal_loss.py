@@ -7,18 +7,20 @@ For class ``j`` of an anchor with binary label ``y`` and logit ``x`` (paper eq. 
     alpha_t = alpha y + (1 - alpha)(1 - y),  p_t = sigmoid(x) if y = 1 else 1 - sigmoid(x),
 
 where ``g_j`` is the accumulated ratio of positive to negative gradient magnitudes of class ``j``
-(:class:`libra_d2.modeling.class_statistics.ClassGradientRatio`). ``gamma_j`` and ``w_j`` are constants
-for the loss (no gradient flows into them). With ``s = 0`` EFL is exactly sigmoid focal loss.
+(:class:`libra_d2.modeling.class_statistics.ClassGradientRatio`). ``gamma_j`` and ``w_j`` are
+constants for the loss (no gradient flows into them). With ``s = 0`` EFL is exactly sigmoid focal
+loss.
 
 Layout: the class is the LAST dimension of the logits, as in Detectron2's RetinaNet after
 ``permute_to_N_HWA_K`` + ``cat(dim=1)`` (``(N, sum HWA, K)``, or ``(M, K)`` after ``[valid_mask]``).
 The per-class focusing / weighting factors are broadcast over that dimension, and the gradient
 statistics are the true ``|dL/dlogit|`` of the loss in that same layout (no channel reshaping, which
-is where the reference implementation scrambles (anchor, class) for more than one anchor per location).
+is where the reference implementation scrambles (anchor, class) for more than one anchor per
+location).
 
 Numerics: ``-log p_t`` and ``log(1 - p_t)`` come from ``F.softplus`` / ``F.logsigmoid`` /
-``F.binary_cross_entropy_with_logits`` (stable forms), never from ``log(sigmoid(x))``; logits of +-100
-(and beyond) give finite losses and gradients. Everything is computed in (at least) fp32.
+``F.binary_cross_entropy_with_logits`` (stable forms), never from ``log(sigmoid(x))``; logits of
++-100 (and beyond) give finite losses and gradients. Everything is computed in (at least) fp32.
 """
 
 import contextlib
@@ -37,10 +39,13 @@ __all__ = [
     "efl_logit_grad",
     "accumulate_gradient_statistics",
     "EqualizedFocalLoss",
+    "EFLClassificationLoss",
 ]
 
 
-def efl_focusing_factors(g: Tensor, gamma_b: float = 2.0, scale: float = 8.0) -> Tuple[Tensor, Tensor]:
+def efl_focusing_factors(
+    g: Tensor, gamma_b: float = 2.0, scale: float = 8.0
+) -> Tuple[Tensor, Tensor]:
     """Per-class focusing factor ``gamma_j = gamma_b + scale (1 - g_j)`` and weighting factor
     ``w_j = gamma_j / gamma_b`` (paper eq. 3-4), from the gradient ratio ``g`` (clamped to [0, 1]).
 
@@ -63,11 +68,14 @@ def _check_shapes(logits: Tensor, targets: Tensor, gamma_j: Tensor, weight_j: Te
     if logits.dim() < 1:
         raise ValueError("logits must have a class dimension (the last one)")
     if targets.shape != logits.shape:
-        raise ValueError(f"targets shape {tuple(targets.shape)} != logits shape {tuple(logits.shape)}")
+        raise ValueError(
+            f"targets shape {tuple(targets.shape)} != logits shape {tuple(logits.shape)}"
+        )
     num_classes = logits.shape[-1]
     if gamma_j.numel() != num_classes or weight_j.numel() != num_classes:
         raise ValueError(
-            f"gamma_j ({gamma_j.numel()}) and weight_j ({weight_j.numel()}) must have one entry per "
+            f"gamma_j ({gamma_j.numel()}) and weight_j ({weight_j.numel()}) must have one entry "
+            f"per "
             f"class ({num_classes}, the last dimension of logits)"
         )
     return num_classes
@@ -86,7 +94,8 @@ def equalized_focal_loss(
     Args:
         logits: ``(..., C)`` classification logits, class last.
         targets_onehot: same shape, binary {0, 1} (one-hot; all zeros for background anchors).
-        gamma_j, weight_j: ``(C,)`` focusing and weighting factors (see :func:`efl_focusing_factors`);
+        gamma_j, weight_j: ``(C,)`` focusing and weighting factors (see
+        :func:`efl_focusing_factors`);
             treated as constants (detached).
         alpha: positive/negative balance; ``alpha < 0`` disables it (``alpha_t = 1``), as in fvcore.
         reduction: ``"sum"`` (default; the caller divides by the number of positive anchors),
@@ -142,10 +151,10 @@ def _efl_core(
 ) -> Tuple[Optional[Tensor], Tensor, Optional[Tensor], Optional[Tensor]]:
     """``scale * sum EFL``, its gradient and per-class |gradient| sums, over shared intermediates.
 
-    ``x``, ``t``: contiguous ``(..., C)`` of one floating dtype; ``gamma``, ``weight``: ``(C,)`` of that
-    dtype; ``scale``: a constant factor (``1 / normalizer``) folded into the per-class weights, so the
-    gradient and the statistics are those of the scaled loss at no extra cost.
-    Returns ``(loss | None, grad, pos_sum | None, neg_sum | None)``; the formula is derived in
+    ``x``, ``t``: contiguous ``(..., C)`` of one floating dtype; ``gamma``, ``weight``: ``(C,)`` of
+    that dtype; ``scale``: a constant factor (``1 / normalizer``) folded into the per-class weights,
+    so the gradient and the statistics are those of the scaled loss at no extra cost. Returns
+    ``(loss | None, grad, pos_sum | None, neg_sum | None)``; the formula is derived in
     :func:`efl_logit_grad`. Four full-size temporaries (one of them the returned gradient); every
     other step runs in place.
     """
@@ -156,9 +165,9 @@ def _efl_core(
     ce = F.softplus(z)  # -log p_t = softplus(-x_t), stable
     log_q = z.sub_(ce)  # log(1 - p_t) = log sigmoid(-x_t) = z - softplus(z)
     coef = torch.mul(log_q, gamma)  # gamma_j log(1 - p_t)
-    # * alpha_t w_j = exp(log w_neg + y (log w_pos - log w_neg)), in log space and in place. The logs are
-    # clamped at -1000 (exp underflows to exactly 0 in fp32 and fp64), so zero weights (alpha in {0, 1},
-    # or a class switched off) give an exact 0 instead of inf - inf.
+    # * alpha_t w_j = exp(log w_neg + y (log w_pos - log w_neg)), in log space and in place. The
+    # logs are clamped at -1000 (exp underflows to exactly 0 in fp32 and fp64), so zero weights
+    # (alpha in {0, 1}, or a class switched off) give an exact 0 instead of inf - inf.
     log_w_neg = w_neg.log().clamp_(min=-1000.0)
     log_w_pos = w_pos.log().clamp_(min=-1000.0)
     coef.addcmul_(t, log_w_pos - log_w_neg).add_(log_w_neg).exp_()
@@ -166,10 +175,13 @@ def _efl_core(
 
     q = log_q.exp_()  # 1 - p_t
     magnitude = torch.neg(ce).exp_().mul_(ce)  # p_t (-log p_t)
-    magnitude.mul_(gamma).add_(q).mul_(coef)  # |dl/dx| = alpha_t w (1-p_t)^g (g p_t (-log p_t) + 1 - p_t)
+    magnitude.mul_(gamma).add_(q).mul_(
+        coef
+    )  # |dl/dx| = alpha_t w (1-p_t)^g (g p_t (-log p_t) + 1 - p_t)
 
-    # loss = sum alpha_t w (1-p_t)^g (-log p_t), written into the (now free) buffer of q; torch's sum is
-    # pairwise, which keeps the fp32 total accurate over millions of terms (a BLAS dot does not).
+    # loss = sum alpha_t w (1-p_t)^g (-log p_t), written into the (now free) buffer of q; torch's
+    # sum is pairwise, which keeps the fp32 total accurate over millions of terms (a BLAS dot does
+    # not).
     loss = torch.mul(coef, ce, out=q).sum() if need_loss else None
 
     pos_sum = neg_sum = None
@@ -209,12 +221,12 @@ def efl_logit_grad(
         dl/dx    = s dl/dx_t = (1 - 2y) alpha_t w_j q^{gamma_j} (gamma_j p_t ce + q).
 
     (``gamma_j = 0, w_j = alpha_t = 1`` gives ``sigmoid(x) - y``, the BCE gradient.) The sign is
-    ``-`` for positives and ``+`` for negatives, and ``|dl/dx| = alpha_t w_j q^{gamma_j} (gamma_j p_t
-    ce + q)``. All factors are computed stably: ``ce = softplus(-x_t)``, ``log q = -x_t - ce``
+    ``-`` for positives and ``+`` for negatives, and ``|dl/dx| = alpha_t w_j q^{gamma_j} (gamma_j
+    p_t ce + q)``. All factors are computed stably: ``ce = softplus(-x_t)``, ``log q = -x_t - ce``
     (= log sigmoid(-x_t)), ``q^{gamma_j} = exp(gamma_j log q)``, ``p_t = exp(-ce)``.
 
-    ``gamma_j`` and ``weight_j`` are constants: no gradient w.r.t. them is part of this. The caller's
-    normalisation (``/ num_pos``) scales the gradient by the same factor.
+    ``gamma_j`` and ``weight_j`` are constants: no gradient w.r.t. them is part of this. The
+    caller's normalisation (``/ num_pos``) scales the gradient by the same factor.
     """
     x, t, gamma, weight = _prepare(logits, targets, gamma_j, weight_j)
     _, grad, _, _ = _efl_core(x, t, gamma, weight, alpha, need_loss=False, need_stats=False)
@@ -233,15 +245,19 @@ def accumulate_gradient_statistics(
         valid_mask: optional boolean mask of shape ``grad.shape[:-1]`` (e.g. RetinaNet's
             ``gt_labels >= 0``); masked-out anchors are ignored.
     Returns:
-        ``(pos_sum (C,), neg_sum (C,))`` in fp32 (fp64 for fp64 input): ``pos_j = sum |grad_ij|`` over
-        entries with ``y_ij = 1``, ``neg_j`` over entries with ``y_ij = 0``.
+        ``(pos_sum (C,), neg_sum (C,))`` in fp32 (fp64 for fp64 input): ``pos_j = sum |grad_ij|``
+        over entries with ``y_ij = 1``, ``neg_j`` over entries with ``y_ij = 0``.
     """
     if targets_onehot.shape != grad.shape:
-        raise ValueError(f"targets shape {tuple(targets_onehot.shape)} != grad shape {tuple(grad.shape)}")
+        raise ValueError(
+            f"targets shape {tuple(targets_onehot.shape)} != grad shape {tuple(grad.shape)}"
+        )
     num_classes = grad.shape[-1]
     if valid_mask is not None:
         if valid_mask.shape != grad.shape[:-1]:
-            raise ValueError(f"valid_mask shape {tuple(valid_mask.shape)} != {tuple(grad.shape[:-1])}")
+            raise ValueError(
+                f"valid_mask shape {tuple(valid_mask.shape)} != {tuple(grad.shape[:-1])}"
+            )
         grad = grad[valid_mask]
         targets_onehot = targets_onehot[valid_mask]
     magnitude = grad.detach().to(_compute_dtype(grad.dtype)).abs()
@@ -286,13 +302,15 @@ class EqualizedFocalLoss(nn.Module):
     Owns a :class:`ClassGradientRatio` (``self.statistics``; buffers ``statistics.pos_grad`` and
     ``statistics.neg_grad`` in the state dict). Each call:
 
-    1. takes ``gamma_j, w_j`` from the current ratio ``g`` (g = 1, i.e. focal loss, before any update);
-    2. computes ``sum EFL / normalizer`` in fp32 (autocast disabled), with a backward that reuses the
-       analytic gradient computed in the same pass;
-    3. in training (``self.training`` and the logits require grad, so a no-grad validation pass never
-       touches the statistics), adds the per-class sums of the true ``|dL/dlogit|`` of the returned
-       loss (``1 / normalizer`` included) over positives and negatives, all-reduced across processes
-       (no-op on one process without a process group), so the NEXT call sees the updated ``g``.
+    1. takes ``gamma_j, w_j`` from the current ratio ``g`` (g = 1, i.e. focal loss, before any
+       update);
+    2. computes ``sum EFL / normalizer`` in fp32 (autocast disabled), with a backward that reuses
+       the analytic gradient computed in the same pass;
+    3. in training (``self.training`` and the logits require grad, so a no-grad validation pass
+       never touches the statistics), adds the per-class sums of the true ``|dL/dlogit|`` of the
+       returned loss (``1 / normalizer`` included) over positives and negatives, all-reduced across
+       processes (no-op on one process without a process group), so the NEXT call sees the updated
+       ``g``.
 
     Args:
         num_classes: ``C``, the class (last) dimension of the logits.
@@ -301,11 +319,13 @@ class EqualizedFocalLoss(nn.Module):
 
     ``forward(logits, targets_onehot, normalizer=1.0, valid_mask=None)``: ``logits`` ``(..., C)``,
     ``targets_onehot`` of the same shape; ``normalizer`` is the caller's number of positive anchors
-    (all-reduced / EMA-smoothed as the caller wants); ``valid_mask`` (``logits.shape[:-1]``) selects the
-    anchors that take part (Detectron2: ``gt_labels >= 0``).
+    (all-reduced / EMA-smoothed as the caller wants); ``valid_mask`` (``logits.shape[:-1]``) selects
+    the anchors that take part (Detectron2: ``gt_labels >= 0``).
     """
 
-    def __init__(self, num_classes: int, gamma_b: float = 2.0, scale: float = 8.0, alpha: float = 0.25):
+    def __init__(
+        self, num_classes: int, gamma_b: float = 2.0, scale: float = 8.0, alpha: float = 0.25
+    ):
         super().__init__()
         if gamma_b <= 0:
             raise ValueError(f"gamma_b must be positive, got {gamma_b}")
@@ -346,7 +366,9 @@ class EqualizedFocalLoss(nn.Module):
                 scale = 1.0 / float(normalizer)
             if not (x.requires_grad and torch.is_grad_enabled()):
                 # evaluation / no-grad pass: the loss only, statistics untouched
-                return equalized_focal_loss(x, t, gamma, weight, self.alpha, reduction="sum") * scale
+                return (
+                    equalized_focal_loss(x, t, gamma, weight, self.alpha, reduction="sum") * scale
+                )
             loss, pos_sum, neg_sum = _EqualizedFocalLossSum.apply(
                 x.contiguous(), t, gamma, weight, self.alpha, scale
             )
@@ -358,4 +380,40 @@ class EqualizedFocalLoss(nn.Module):
         return (
             f"num_classes={self.num_classes}, gamma_b={self.gamma_b}, scale={self.scale}, "
             f"alpha={self.alpha}"
+        )
+
+
+class EFLClassificationLoss(EqualizedFocalLoss):
+    """:class:`EqualizedFocalLoss` with the focusing and the weighting factor switchable (Table 3).
+
+    ``use_focusing=False``: ``gamma_j = gamma_b`` for every class; ``use_weighting=False``:
+    ``w_j = 1``. The statistics are accumulated either way (they are what the other factor uses).
+    Same forward, buffers and state-dict keys as :class:`EqualizedFocalLoss`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        gamma_b: float = 2.0,
+        scale: float = 8.0,
+        alpha: float = 0.25,
+        use_focusing: bool = True,
+        use_weighting: bool = True,
+    ):
+        super().__init__(num_classes, gamma_b=gamma_b, scale=scale, alpha=alpha)
+        self.use_focusing = bool(use_focusing)
+        self.use_weighting = bool(use_weighting)
+
+    def focusing_factors(self):
+        gamma, weight = super().focusing_factors()
+        if not self.use_focusing:
+            gamma = torch.full_like(gamma, self.gamma_b)
+        if not self.use_weighting:
+            weight = torch.ones_like(weight)
+        return gamma, weight
+
+    def extra_repr(self) -> str:
+        return (
+            super().extra_repr()
+            + f", use_focusing={self.use_focusing}, use_weighting={self.use_weighting}"
         )

@@ -27,6 +27,7 @@ function does not special-case it.
 EBL is a *training* loss only. At test time the classifier's raw logits ``z`` are used with the
 usual softmax; no ``log s`` adjustment is applied to the predictions.
 """
+
 from __future__ import annotations
 
 import torch
@@ -54,7 +55,9 @@ def adjust_logits(logits: Tensor, mean_scores: Tensor, eps: float = _DEFAULT_EPS
             f"last), got shape {tuple(mean_scores.shape)}"
         )
     compute_dtype = torch.promote_types(logits.dtype, torch.float32)
-    log_s = torch.log(mean_scores.detach().to(device=logits.device, dtype=compute_dtype).clamp(min=eps))
+    log_s = torch.log(
+        mean_scores.detach().to(device=logits.device, dtype=compute_dtype).clamp(min=eps)
+    )
     log_s = log_s - log_s.max()
     return logits.to(compute_dtype) + log_s
 

@@ -15,6 +15,7 @@ gradient of ``rho * loss`` has magnitude ``G_b(g)`` while the loss keeps its usu
 :func:`lgr_weight` is the single implementation of ``rho`` used by both; ``b`` comes from
 :func:`libra_d2.layers.balanced_l1.balanced_l1_b`.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,7 +43,7 @@ def lgr_weight(grad_norm: torch.Tensor, alpha: float = 0.5, gamma: float = 1.5) 
 
         rho(g) = alpha * ln(b g + 1) / g    for 0 < g < 1
                = gamma / g                  for g >= 1      (rho(1) = gamma by Eq. 10)
-        rho(0) = alpha * b                  (the limit g -> 0; a Taylor series is used for b g < 1e-4)
+        rho(0) = alpha * b                  (the limit g -> 0; a Taylor series for b g < 1e-4)
 
     ``rho`` decreases monotonically from ``alpha * b`` (9.54 for 0.5/1.5) at ``g = 0`` to ``gamma``
     at ``g = 1``: small gradients (accurate / well-classified samples) are promoted the most.
@@ -168,7 +169,8 @@ def lgr_cross_entropy(
 
 
 class LGRL1Loss(BalancedL1Loss):
-    """Thin module around :func:`lgr_l1_loss` (Eq. 14); same arguments as :class:`BalancedL1Loss`."""
+    """Thin module around :func:`lgr_l1_loss` (Eq. 14); same arguments as
+    :class:`BalancedL1Loss`."""
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return lgr_l1_loss(input, target, self.alpha, self.gamma, self.beta, self.reduction)
@@ -177,7 +179,13 @@ class LGRL1Loss(BalancedL1Loss):
 class LGRCrossEntropyLoss(nn.Module):
     """Thin module around :func:`lgr_cross_entropy` (Eq. 19)."""
 
-    def __init__(self, alpha: float = 0.5, gamma: float = 1.5, reduction: str = "mean", ignore_index: int = -1):
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        gamma: float = 1.5,
+        reduction: str = "mean",
+        ignore_index: int = -1,
+    ):
         super().__init__()
         balanced_l1_b(alpha, gamma)  # validate early
         self.alpha = alpha
@@ -186,7 +194,9 @@ class LGRCrossEntropyLoss(nn.Module):
         self.ignore_index = ignore_index
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return lgr_cross_entropy(logits, targets, self.alpha, self.gamma, self.reduction, self.ignore_index)
+        return lgr_cross_entropy(
+            logits, targets, self.alpha, self.gamma, self.reduction, self.ignore_index
+        )
 
     def extra_repr(self) -> str:
         return (

@@ -21,9 +21,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.layers import Conv2d, get_norm
+from torch import nn
 
 from ..utils.compat import HAS_SDPA
 

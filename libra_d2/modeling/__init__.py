@@ -1,4 +1,5 @@
 """libra_d2 models. Importing this registers every component in Detectron2's registries."""
+
 from . import backbone  # noqa: F401  (BACKBONE_REGISTRY: BFP, PAFPN, Balanced PAFPN)
 from . import meta_arch  # noqa: F401  (META_ARCH_REGISTRY: LibraRetinaNet)
 from . import proposal_generator  # noqa: F401  (PROPOSAL_GENERATOR_REGISTRY: LibraRPN)

@@ -1,4 +1,5 @@
-"""ATSS: Adaptive Training Sample Selection (Zhang et al., CVPR 2020), as a registered anchor matcher.
+"""ATSS: Adaptive Training Sample Selection (Zhang et al., CVPR 2020), as a registered anchor
+matcher.
 
 The improved one-stage baseline of Equalized Focal Loss (paper sec. 4.1) assigns anchors with ATSS
 (top-k 18). Registered in libra_d2's ``MATCHER_REGISTRY`` as "ATSSMatcher"
@@ -31,6 +32,7 @@ The rule, for every GT ``g`` (M GTs, L levels):
    inside ``g`` (more than ``center_eps`` = 0.01 px from every edge, as the reference);
 4. an anchor positive for several GTs goes to the one with the highest IoU; all others are negative.
 """
+
 from typing import List, NamedTuple, Sequence, Tuple, Union
 
 import torch
@@ -110,7 +112,7 @@ class ATSSMatcher:
             n = level.shape[0]
             k = min(self.topk, n)
             if k > 0:
-                _, idx = distances[start:start + n].topk(k, dim=0, largest=False)  # (k, M)
+                _, idx = distances[start : start + n].topk(k, dim=0, largest=False)  # (k, M)
                 candidates.append(idx + start)
             start += n
         candidate_idxs = torch.cat(candidates, dim=0)  # (K, M)
@@ -125,9 +127,12 @@ class ATSSMatcher:
         # 3. IoU >= threshold and center inside the GT
         cx = anchor_centers[candidate_idxs, 0]
         cy = anchor_centers[candidate_idxs, 1]
-        inside = torch.stack(
-            [cx - gt[:, 0], cy - gt[:, 1], gt[:, 2] - cx, gt[:, 3] - cy], dim=0
-        ).min(dim=0).values > self.center_eps
+        inside = (
+            torch.stack([cx - gt[:, 0], cy - gt[:, 1], gt[:, 2] - cx, gt[:, 3] - cy], dim=0)
+            .min(dim=0)
+            .values
+            > self.center_eps
+        )
         positive = (candidate_ious >= thresholds[None, :]) & inside  # (K, M)
 
         # 4. several GTs: the highest IoU wins

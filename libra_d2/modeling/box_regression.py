@@ -15,6 +15,7 @@ The single place that maps a box-regression loss *type* to a loss:
 The Libra types are selected by the existing ``BBOX_REG_LOSS_TYPE`` keys and parameterised by the
 ``BALANCED_L1`` node next to them (``libra_d2.config.add_libra_rcnn_config``).
 """
+
 from typing import Dict, List, Optional
 
 import torch
@@ -57,7 +58,9 @@ def balanced_l1_params(cfg_node) -> Dict[str, float]:
         )
     form = str(cfg_node.get("FORM", DEFAULT_BALANCED_L1["form"]))
     if form not in BALANCED_L1_FORMS:
-        raise ValueError("BALANCED_L1.FORM={!r}; expected one of {}".format(form, BALANCED_L1_FORMS))
+        raise ValueError(
+            "BALANCED_L1.FORM={!r}; expected one of {}".format(form, BALANCED_L1_FORMS)
+        )
     return {
         "alpha": float(cfg_node.ALPHA),
         "gamma": float(cfg_node.GAMMA),
@@ -130,8 +133,13 @@ def dense_box_regression_loss(
     """
     if box_reg_loss_type not in LIBRA_DELTA_LOSSES:
         return _detectron2_dense_loss(
-            anchors, box2box_transform, pred_anchor_deltas, gt_boxes, fg_mask,
-            box_reg_loss_type, smooth_l1_beta,
+            anchors,
+            box2box_transform,
+            pred_anchor_deltas,
+            gt_boxes,
+            fg_mask,
+            box_reg_loss_type,
+            smooth_l1_beta,
         )
     anchors = type(anchors[0]).cat(anchors).tensor  # (R, B)
     fg_anchors = anchors.unsqueeze(0).expand(fg_mask.shape[0], -1, -1)[fg_mask]
@@ -139,8 +147,11 @@ def dense_box_regression_loss(
     gt_deltas = box2box_transform.get_deltas(fg_anchors, torch.stack(gt_boxes)[fg_mask])
     pred_deltas = cat(pred_anchor_deltas, dim=1)[fg_mask]
     return delta_regression_loss(
-        pred_deltas, gt_deltas, box_reg_loss_type,
-        smooth_l1_beta=smooth_l1_beta, balanced_l1=balanced_l1,
+        pred_deltas,
+        gt_deltas,
+        box_reg_loss_type,
+        smooth_l1_beta=smooth_l1_beta,
+        balanced_l1=balanced_l1,
     )
 
 
@@ -150,8 +161,13 @@ def _detectron2_dense_loss(
     """Detectron2's function; an unknown type's error also names the Libra types."""
     try:
         return _dense_box_regression_loss(
-            anchors, box2box_transform, pred_anchor_deltas, gt_boxes, fg_mask,
-            box_reg_loss_type=loss_type, smooth_l1_beta=smooth_l1_beta,
+            anchors,
+            box2box_transform,
+            pred_anchor_deltas,
+            gt_boxes,
+            fg_mask,
+            box_reg_loss_type=loss_type,
+            smooth_l1_beta=smooth_l1_beta,
         )
     except ValueError as e:
         if str(loss_type) not in str(e):  # some other ValueError

@@ -2,25 +2,27 @@
 
 One mechanism serves every method in this project that tracks a per-class statistic during training:
 
-* :class:`ClassGradientRatio` (ACCUMULATE mode, Equalized Focal Loss): running sums of the positive and
-  the negative gradient magnitudes of every class, and the ratio ``g_j = clamp(pos_j / neg_j, 0, 1)``.
+* :class:`ClassGradientRatio` (ACCUMULATE mode, Equalized Focal Loss): running sums of the positive
+  and the negative gradient magnitudes of every class, and the ratio ``g_j = clamp(pos_j / neg_j, 0,
+  1)``.
 * :class:`MeanClassScore` (EMA mode, LOCE): the mean classification score vector ``s`` of ``C + 1``
   entries (last entry = background), updated with an exponential moving average.
 
 Both derive from :class:`ClassStatistics`, which holds the shared logic:
 
-* the statistics are registered as persistent buffers, so they are part of the model's ``state_dict``
-  (saved / resumed by Detectron2's ``DetectionCheckpointer``), move with ``.to(device)``, and load with
-  ``torch.load(..., weights_only=True)``. They stay fp32 even if the model is cast with ``.half()``;
+* the statistics are registered as persistent buffers, so they are part of the model's
+  ``state_dict`` (saved / resumed by Detectron2's ``DetectionCheckpointer``), move with
+  ``.to(device)``, and load with ``torch.load(..., weights_only=True)``. They stay fp32 even if the
+  model is cast with ``.half()``;
 * a process-group-safe SUM all-reduce (:func:`libra_d2.utils.comm.all_reduce_sum`, a no-op on a
   single process);
 * :meth:`ClassStatistics.log_to_storage`, which writes per-frequency-group means (``{prefix}/r``,
   ``{prefix}/c``, ``{prefix}/f``) into Detectron2's current ``EventStorage``, when one is active;
 * :meth:`ClassStatistics.reset`.
 
-Every process calls ``update`` with its own local batch contribution; after the update the statistics
-are identical on all processes (so Detectron2's DDP buffer broadcast from rank 0 is harmless), and they
-equal what one process seeing the whole (global) batch would have computed.
+Every process calls ``update`` with its own local batch contribution; after the update the
+statistics are identical on all processes (so Detectron2's DDP buffer broadcast from rank 0 is
+harmless), and they equal what one process seeing the whole (global) batch would have computed.
 """
 
 from typing import Dict, Sequence, Tuple
@@ -62,15 +64,16 @@ def log_to_storage(
 
     Args:
         prefix: scalar names are ``f"{prefix}/{group}"``, e.g. ``"efl/grad_ratio/r"``.
-        frequency_groups: one group letter per class (LVIS: ``'r'``, ``'c'`` or ``'f'``). Only the first
-            ``len(frequency_groups)`` entries of ``values`` are used (a trailing background entry of a
-            ``C + 1`` vector is ignored).
+        frequency_groups: one group letter per class (LVIS: ``'r'``, ``'c'`` or ``'f'``). Only the
+        first
+            ``len(frequency_groups)`` entries of ``values`` are used (a trailing background entry of
+            a ``C + 1`` vector is ignored).
         values: per-class values, ``len(values) >= len(frequency_groups)``.
         period: log only when ``storage.iter % period == 0``.
 
     Returns:
-        The dict of scalars written; empty when nothing was written (no active storage, off-period or
-        no groups).
+        The dict of scalars written; empty when nothing was written (no active storage, off-period
+        or no groups).
     """
     storage = _current_event_storage()
     if storage is None or len(frequency_groups) == 0:
@@ -80,7 +83,8 @@ def log_to_storage(
     flat = values.detach().reshape(-1)
     if flat.numel() < len(frequency_groups):
         raise ValueError(
-            f"{flat.numel()} values for {len(frequency_groups)} frequency groups: need one value per class"
+            f"{flat.numel()} values for {len(frequency_groups)} frequency groups: need one value "
+            f"per class"
         )
     per_class = flat[: len(frequency_groups)].float().cpu().tolist()
     sums: Dict[str, float] = {}
@@ -88,7 +92,9 @@ def log_to_storage(
     for group, value in zip(frequency_groups, per_class):
         sums[group] = sums.get(group, 0.0) + value
         counts[group] = counts.get(group, 0) + 1
-    order = [g for g in FREQUENCY_GROUPS if g in sums] + sorted(g for g in sums if g not in FREQUENCY_GROUPS)
+    order = [g for g in FREQUENCY_GROUPS if g in sums] + sorted(
+        g for g in sums if g not in FREQUENCY_GROUPS
+    )
     written = {f"{prefix}/{g}": sums[g] / counts[g] for g in order}
     for name, value in written.items():
         storage.put_scalar(name, value, smoothing_hint=False)
@@ -101,8 +107,8 @@ def log_to_storage(
 class ClassStatistics(nn.Module):
     """Base class: fp32 per-class buffers, SUM all-reduce, EventStorage logging, reset.
 
-    Subclasses declare their statistics with :meth:`_register_statistic` and implement :meth:`values`
-    (the vector that is logged) and an ``update`` method.
+    Subclasses declare their statistics with :meth:`_register_statistic` and implement
+    :meth:`values` (the vector that is logged) and an ``update`` method.
 
     Args:
         num_classes: number of foreground classes ``C``.
@@ -117,7 +123,8 @@ class ClassStatistics(nn.Module):
         self.group = group
         self._initial_values: Dict[str, float] = {}
 
-    # -- buffers --------------------------------------------------------------------------------------
+    # -- buffers
+    # --------------------------------------------------------------------------------------
     def _register_statistic(self, name: str, size: int, initial_value: float) -> None:
         self.register_buffer(name, torch.full((size,), float(initial_value), dtype=torch.float32))
         self._initial_values[name] = float(initial_value)
@@ -137,7 +144,8 @@ class ClassStatistics(nn.Module):
         for name, value in self._initial_values.items():
             getattr(self, name).fill_(value)
 
-    # -- distributed ----------------------------------------------------------------------------------
+    # -- distributed
+    # ----------------------------------------------------------------------------------
     def all_reduce_(self, tensor: Tensor) -> Tensor:
         """In-place SUM across processes (no-op on a single process); see :func:`all_reduce_sum`."""
         return all_reduce_sum(tensor, self.group)
@@ -145,7 +153,8 @@ class ClassStatistics(nn.Module):
     def _device(self) -> torch.device:
         return next(iter(self._buffers.values())).device
 
-    # -- logging --------------------------------------------------------------------------------------
+    # -- logging
+    # --------------------------------------------------------------------------------------
     def values(self) -> Tensor:
         """The per-class vector that :meth:`log_to_storage` summarises."""
         raise NotImplementedError
@@ -153,7 +162,8 @@ class ClassStatistics(nn.Module):
     def log_to_storage(
         self, prefix: str, frequency_groups: Sequence[str], period: int = 1
     ) -> Dict[str, float]:
-        """Log per-frequency-group means of :meth:`values`; see the module-level :func:`log_to_storage`."""
+        """Log per-frequency-group means of :meth:`values`; see the module-level
+        :func:`log_to_storage`."""
         return log_to_storage(prefix, frequency_groups, self.values(), period=period)
 
     def extra_repr(self) -> str:
@@ -161,10 +171,11 @@ class ClassStatistics(nn.Module):
 
 
 class ClassGradientRatio(ClassStatistics):
-    """ACCUMULATE mode: running sums of positive / negative gradient magnitudes per class (EFL, EQLv2).
+    """ACCUMULATE mode: running sums of positive / negative gradient magnitudes per class (EFL,
+    EQLv2).
 
-    Buffers ``pos_grad`` and ``neg_grad`` (``C``, fp32) start at 0. :meth:`update` adds the batch sums
-    all-reduced (SUM) across processes, so every process holds the global running sums.
+    Buffers ``pos_grad`` and ``neg_grad`` (``C``, fp32) start at 0. :meth:`update` adds the batch
+    sums all-reduced (SUM) across processes, so every process holds the global running sums.
 
     :attr:`ratio` ``g_j = clamp(pos_grad_j / neg_grad_j, 0, 1)``, and ``g_j = 1`` where
     ``neg_grad_j == 0`` (before the first update), so EFL starts exactly as focal loss.
@@ -179,7 +190,8 @@ class ClassGradientRatio(ClassStatistics):
     def update(self, pos_sum: Tensor, neg_sum: Tensor) -> None:
         """Add this process's batch sums (each ``(C,)``) after summing them over all processes.
 
-        With a process group, every process must call this the same number of times (it all-reduces).
+        With a process group, every process must call this the same number of times (it
+        all-reduces).
         """
         if pos_sum.shape != (self.num_classes,) or neg_sum.shape != (self.num_classes,):
             raise ValueError(
@@ -199,7 +211,8 @@ class ClassGradientRatio(ClassStatistics):
 
     @property
     def ratio(self) -> Tensor:
-        """``g`` (``C``, fp32, detached): clamp(pos / neg, 0, 1), 1 where nothing was accumulated."""
+        """``g`` (``C``, fp32, detached): clamp(pos / neg, 0, 1), 1 where nothing was
+        accumulated."""
         pos, neg = self.pos_grad.detach(), self.neg_grad.detach()
         has_neg = neg > 0
         safe_neg = torch.where(has_neg, neg, torch.ones_like(neg))
@@ -210,25 +223,26 @@ class ClassGradientRatio(ClassStatistics):
 
 
 class MeanClassScore(ClassStatistics):
-    """EMA mode: LOCE's mean classification score vector ``s`` (``C + 1`` entries, last = background).
+    """EMA mode: LOCE's mean classification score vector ``s`` (``C + 1`` entries, last =
+    background).
 
     All entries start at ``init_value`` (0.01). Each step, every process passes its local *entries*:
-    (class index, value) pairs - for each GT instance with at least one positive RoI, the mean softmax
-    probability of its class over its positive RoIs (:meth:`entries_by_instance` builds those), and for
-    each sampled memory class the mean over its memory rows. With ``n_c`` entries of class ``c`` over
-    all processes,
+    (class index, value) pairs - for each GT instance with at least one positive RoI, the mean
+    softmax probability of its class over its positive RoIs (:meth:`entries_by_instance` builds
+    those), and for each sampled memory class the mean over its memory rows. With ``n_c`` entries of
+    class ``c`` over all processes,
 
         s_c <- a^{n_c} s_c + (1 - a^{n_c}) mean(entries of c),      a = momentum (0.9),
 
     classes without entries are unchanged, and the background entry is reset to ``background_value``
     (0.01) after every update.
 
-    Distributed equivalence: the reference all-gathers the (variable-size) entry lists of all processes
-    and then takes, per class, ``n_c`` = number of gathered entries of ``c`` and their mean. Both only
-    depend on the per-class (count, sum) pairs, and ``count_c = sum_p count_{c,p}``,
-    ``sum_c = sum_p sum_{c,p}``. So a fixed-size SUM all-reduce of a ``(2, C + 1)`` tensor of per-class
-    (count, sum) gives exactly the same ``n_c`` and ``mean_c = sum_c / count_c`` (up to floating-point
-    summation order) without any variable-size gather.
+    Distributed equivalence: the reference all-gathers the (variable-size) entry lists of all
+    processes and then takes, per class, ``n_c`` = number of gathered entries of ``c`` and their
+    mean. Both only depend on the per-class (count, sum) pairs, and ``count_c = sum_p count_{c,p}``,
+    ``sum_c = sum_p sum_{c,p}``. So a fixed-size SUM all-reduce of a ``(2, C + 1)`` tensor of
+    per-class (count, sum) gives exactly the same ``n_c`` and ``mean_c = sum_c / count_c`` (up to
+    floating-point summation order) without any variable-size gather.
     """
 
     def __init__(
@@ -254,7 +268,8 @@ class MeanClassScore(ClassStatistics):
 
     @torch.no_grad()
     def update(self, class_indices: Tensor, values: Tensor) -> Tensor:
-        """Fold this step's entries (local to this process) into ``s``; returns the updated ``score``.
+        """Fold this step's entries (local to this process) into ``s``; returns the updated
+        ``score``.
 
         Args:
             class_indices: ``(E,)`` integer class of each entry, in ``[0, C]`` (``C`` = background,
@@ -270,8 +285,10 @@ class MeanClassScore(ClassStatistics):
         index = class_indices.to(device=device, dtype=torch.long)
         # Checked where it is free; on an accelerator the check would read back to the host every
         # step, and index_add_ below asserts the range on the device anyway.
-        if index.device.type == "cpu" and index.numel() > 0 and bool(
-            ((index < 0) | (index > self.num_classes)).any()
+        if (
+            index.device.type == "cpu"
+            and index.numel() > 0
+            and bool(((index < 0) | (index > self.num_classes)).any())
         ):
             raise ValueError(f"class indices must lie in [0, {self.num_classes}]")
         stats = torch.zeros(2, self.num_classes + 1, dtype=torch.float32, device=device)
@@ -291,7 +308,8 @@ class MeanClassScore(ClassStatistics):
     def entries_by_instance(
         class_indices: Tensor, values: Tensor, instance_ids: Tensor
     ) -> Tuple[Tensor, Tensor]:
-        """Average per-RoI values per instance: one entry (class, mean value) per distinct instance id.
+        """Average per-RoI values per instance: one entry (class, mean value) per distinct instance
+        id.
 
         Args:
             class_indices: ``(R,)`` class of each positive RoI (its GT's class).
@@ -312,7 +330,9 @@ class MeanClassScore(ClassStatistics):
         num = unique_ids.numel()
         sums = values.new_zeros(num).index_add_(0, inverse, values)
         counts = values.new_zeros(num).index_add_(0, inverse, torch.ones_like(values))
-        classes = class_indices.new_zeros(num, dtype=torch.long).scatter_(0, inverse, class_indices.long())
+        classes = class_indices.new_zeros(num, dtype=torch.long).scatter_(
+            0, inverse, class_indices.long()
+        )
         return classes, sums / counts
 
     def values(self) -> Tensor:

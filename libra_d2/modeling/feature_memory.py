@@ -34,6 +34,7 @@ the jittered box that is cut off does not intersect the GT), so the bound holds 
 The paper's claim that the generator "can obtain any potential positive box (IoU > 0.5)" is
 about coverage; it does not make every jittered box positive, hence the optional ``min_iou``.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence, Tuple, Union
@@ -82,7 +83,8 @@ def jitter_boxes(
     """Dense boxes around GT boxes, LOCE eq. (5).
 
     Every coordinate of every copy is moved independently by ``U(-1, 1) * w/6`` (x1, x2) or
-    ``U(-1, 1) * h/6`` (y1, y2), with ``w, h`` the GT box size, then the box is clipped to the image.
+    ``U(-1, 1) * h/6`` (y1, y2), with ``w, h`` the GT box size, then the box is clipped to the
+    image.
 
     Args:
         gt_boxes: (N, 4) XYXY boxes (absolute coordinates), or a detectron2 ``Boxes``.
@@ -93,7 +95,8 @@ def jitter_boxes(
             box has IoU >= ``min_iou`` with its GT: failing boxes are re-drawn (rejection sampling,
             at most ``max_rounds`` rounds), and any still failing after that is replaced by the
             (clipped) GT box itself. The output shape is therefore always fixed. With the
-            +-1/6 jitter, ``min_iou <= 4/9`` never rejects anything and 0.5 rejects ~1.5e-4 of boxes.
+            +-1/6 jitter, ``min_iou <= 4/9`` never rejects anything and 0.5 rejects ~1.5e-4 of
+            boxes.
         max_rounds: re-draw rounds for ``min_iou``.
 
     Returns:
@@ -135,9 +138,16 @@ def jitter_boxes(
 def _as_dtype(dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    named = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-             "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float": torch.float32}
+    named = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "half": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float": torch.float32,
+    }
     if dtype not in named:
         raise ValueError(f"unsupported storage dtype {dtype!r}")
     return named[dtype]
@@ -192,7 +202,9 @@ class FeatureMemory:
         self.compute_dtype = compute_dtype
         C, M = self.num_classes, self.queue_size
         # zeros (not empty): checkpoints are deterministic and unfilled slots hold no garbage.
-        self.features = torch.zeros((C, M) + self.feature_shape, dtype=self.dtype, device=self.device)
+        self.features = torch.zeros(
+            (C, M) + self.feature_shape, dtype=self.dtype, device=self.device
+        )
         self.targets = torch.zeros((C, M, self.target_dim), dtype=torch.float32, device=self.device)
         self.write_ptr = torch.zeros(C, dtype=torch.long, device=self.device)
         self.count = torch.zeros(C, dtype=torch.long, device=self.device)
@@ -216,8 +228,10 @@ class FeatureMemory:
 
     def nbytes(self) -> int:
         """Bytes held by the buffers."""
-        return sum(t.numel() * t.element_size()
-                   for t in (self.features, self.targets, self.write_ptr, self.count))
+        return sum(
+            t.numel() * t.element_size()
+            for t in (self.features, self.targets, self.write_ptr, self.count)
+        )
 
     # ------------------------------------------------------------------ queries
     def available(self) -> Tensor:
@@ -242,7 +256,8 @@ class FeatureMemory:
         Vectorised over all items: items of one class take consecutive slots in their order of
         appearance, wrapping around; when a class receives more than ``M`` items (in total with
         what it holds) the oldest are dropped, so exactly the newest ``M`` survive. Only those rows
-        are copied to the storage device. Inputs are detached; features are cast to the storage dtype.
+        are copied to the storage device. Inputs are detached; features are cast to the storage
+        dtype.
 
         Args:
             features: (n, *feature_shape), any device / float dtype.
@@ -252,7 +267,8 @@ class FeatureMemory:
         n = labels.numel()
         if features.shape != (n,) + self.feature_shape:
             raise ValueError(
-                f"features must be {(n,) + self.feature_shape}, got {tuple(features.shape)}")
+                f"features must be {(n,) + self.feature_shape}, got {tuple(features.shape)}"
+            )
         if targets.shape != (n, self.target_dim):
             raise ValueError(f"targets must be {(n, self.target_dim)}, got {tuple(targets.shape)}")
         if n == 0:
@@ -271,8 +287,12 @@ class FeatureMemory:
         cls = sorted_lab[keep]
         slot = (self.write_ptr[cls] + rank[keep]) % M  # distinct: <= M consecutive ranks per class
         src_dev = src.to(features.device)
-        self.features[cls, slot] = features.detach()[src_dev].to(device=self.device, dtype=self.dtype)
-        self.targets[cls, slot] = targets.detach()[src_dev].to(device=self.device, dtype=torch.float32)
+        self.features[cls, slot] = features.detach()[src_dev].to(
+            device=self.device, dtype=self.dtype
+        )
+        self.targets[cls, slot] = targets.detach()[src_dev].to(
+            device=self.device, dtype=torch.float32
+        )
         self.write_ptr.copy_((self.write_ptr + per_class) % M)
         self.count.copy_((self.count + per_class).clamp(max=M))
 
@@ -320,9 +340,11 @@ class FeatureMemory:
         counts = counts[counts > 0]
         k, M = cls.numel(), self.queue_size
         if k == 0 or m <= 0:
-            return (torch.zeros((0,) + self.feature_shape, dtype=out_dtype, device=out_device),
-                    torch.zeros((0, self.target_dim), dtype=torch.float32, device=out_device),
-                    torch.zeros((0,), dtype=torch.long, device=out_device))
+            return (
+                torch.zeros((0,) + self.feature_shape, dtype=out_dtype, device=out_device),
+                torch.zeros((0, self.target_dim), dtype=torch.float32, device=out_device),
+                torch.zeros((0,), dtype=torch.long, device=out_device),
+            )
         slot_ids = torch.arange(M, device=self.device)
         # random permutation of the filled slots [0, count) first, unfilled ones after them
         keys = _rand((k, M), generator, self.device)
@@ -337,9 +359,11 @@ class FeatureMemory:
         feats = self.features[rows, slots].reshape((k * m,) + self.feature_shape)
         tgts = self.targets[rows, slots].reshape(k * m, self.target_dim)
         labels = rows.reshape(-1)
-        return (feats.to(device=out_device, dtype=out_dtype),
-                tgts.to(device=out_device),
-                labels.to(device=out_device))
+        return (
+            feats.to(device=out_device, dtype=out_dtype),
+            tgts.to(device=out_device),
+            labels.to(device=out_device),
+        )
 
     # ------------------------------------------------------------------ placement / checkpoint
     def to(self, device: DeviceLike) -> "FeatureMemory":
@@ -368,17 +392,27 @@ class FeatureMemory:
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
         """Copy a :meth:`state_dict` in, casting to this memory's storage dtype and device."""
-        for key, mine in (("num_classes", self.num_classes), ("queue_size", self.queue_size),
-                          ("feature_shape", list(self.feature_shape)), ("target_dim", self.target_dim)):
+        for key, mine in (
+            ("num_classes", self.num_classes),
+            ("queue_size", self.queue_size),
+            ("feature_shape", list(self.feature_shape)),
+            ("target_dim", self.target_dim),
+        ):
             theirs = list(state[key]) if key == "feature_shape" else int(state[key])
             if theirs != mine:
-                raise ValueError(f"FeatureMemory {key} mismatch: checkpoint {theirs}, memory {mine}")
+                raise ValueError(
+                    f"FeatureMemory {key} mismatch: checkpoint {theirs}, memory {mine}"
+                )
         count = torch.as_tensor(state["count"], dtype=torch.long)
         ptr = torch.as_tensor(state["write_ptr"], dtype=torch.long)
         if count.shape != self.count.shape or ptr.shape != self.write_ptr.shape:
             raise ValueError("FeatureMemory write_ptr / count shape mismatch")
-        if bool((count < 0).any() or (count > self.queue_size).any()
-                or (ptr < 0).any() or (ptr >= self.queue_size).any()):
+        if bool(
+            (count < 0).any()
+            or (count > self.queue_size).any()
+            or (ptr < 0).any()
+            or (ptr >= self.queue_size).any()
+        ):
             raise ValueError("FeatureMemory write_ptr / count out of range")
         self.features.copy_(state["features"])
         self.targets.copy_(state["targets"])
@@ -386,9 +420,11 @@ class FeatureMemory:
         self.count.copy_(count)
 
     def __repr__(self) -> str:
-        return (f"FeatureMemory(num_classes={self.num_classes}, queue_size={self.queue_size}, "
-                f"feature_shape={self.feature_shape}, dtype={self.dtype}, device={self.device}, "
-                f"stored={len(self)}, nbytes={self.nbytes()})")
+        return (
+            f"FeatureMemory(num_classes={self.num_classes}, queue_size={self.queue_size}, "
+            f"feature_shape={self.feature_shape}, dtype={self.dtype}, device={self.device}, "
+            f"stored={len(self)}, nbytes={self.nbytes()})"
+        )
 
 
 @torch.no_grad()
@@ -422,8 +458,10 @@ def sample_memory_classes(
     else:
         avail = available.reshape(-1).to(device=s.device, dtype=torch.bool)
         if avail.numel() != s.numel():
-            raise ValueError(f"available has {avail.numel()} entries, mean_scores_fg {s.numel()} "
-                             "(pass the foreground scores s[:-1])")
+            raise ValueError(
+                f"available has {avail.numel()} entries, mean_scores_fg {s.numel()} "
+                "(pass the foreground scores s[:-1])"
+            )
     if k <= 0 or not bool(avail.any()):
         return torch.zeros((0,), dtype=torch.long, device=s.device)
     inv = 1.0 / s.to(torch.float64).clamp(min=eps)

@@ -10,6 +10,7 @@ checkpoint loads unchanged, unlike a conversion to ``FrozenBatchNorm2d``).
 Call it before the optimizer and the DDP wrapper are built (``LibraTrainer.build_model`` does):
 DDP only registers the parameters that require gradients at wrap time.
 """
+
 from typing import Dict, List, Sequence
 
 from torch import nn
@@ -28,8 +29,16 @@ def _eval_mode_class(cls: type) -> type:
         return cls
     if cls not in _EVAL_MODE_CLASSES:
         name = "EvalMode" + cls.__name__
-        new = type(name, (cls,), {"train": _train_always_eval, "_libra_frozen_norm": True,
-                                  "__module__": __name__, "__qualname__": name})
+        new = type(
+            name,
+            (cls,),
+            {
+                "train": _train_always_eval,
+                "_libra_frozen_norm": True,
+                "__module__": __name__,
+                "__qualname__": name,
+            },
+        )
         globals().setdefault(name, new)  # picklable by name (first one of that name)
         _EVAL_MODE_CLASSES[cls] = new
     return _EVAL_MODE_CLASSES[cls]
@@ -56,11 +65,14 @@ def freeze_modules(model: nn.Module, prefixes: Sequence[str]) -> List[str]:
     for prefix in prefixes:
         prefix = prefix.strip().rstrip(".")
         while prefix.startswith("module."):
-            prefix = prefix[len("module."):]
+            prefix = prefix[len("module.") :]
         if prefix not in modules:
             top = sorted({n.split(".")[0] for n in modules if n})
-            raise ValueError("cannot freeze '{}': no such module. Top-level modules: {}".format(
-                prefix, ", ".join(top)))
+            raise ValueError(
+                "cannot freeze '{}': no such module. Top-level modules: {}".format(
+                    prefix, ", ".join(top)
+                )
+            )
         module = modules[prefix]
         for name, param in module.named_parameters():
             param.requires_grad_(False)

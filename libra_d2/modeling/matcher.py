@@ -8,13 +8,14 @@ every prediction -- what IoU-balanced sampling bins on.
 ``MATCHER_REGISTRY`` is generic: an entry is a class constructed with keyword arguments
 (``build_matcher(name, **kwargs)``); other assigners (e.g. ATSS) can be registered there.
 """
+
 from typing import NamedTuple
 
 import torch
 from detectron2.modeling.matcher import Matcher
 from detectron2.utils.registry import Registry
 
-__all__ = ["MATCHER_REGISTRY", "MatchResult", "MaxIoUMatcher", "IoUMatcher", "build_matcher"]
+__all__ = ["MATCHER_REGISTRY", "MatchResult", "MaxIoUMatcher", "build_matcher"]
 
 MATCHER_REGISTRY = Registry("MATCHER")
 MATCHER_REGISTRY.__doc__ = """
@@ -52,10 +53,6 @@ class MaxIoUMatcher(Matcher):
         else:
             max_ious = match_quality_matrix.max(dim=0).values
         return MatchResult(matches, match_labels, max_ious)
-
-
-# Alias (not a second registry entry): the name used in some of the project's notes.
-IoUMatcher = MaxIoUMatcher
 
 
 def build_matcher(name: str, **kwargs):

@@ -33,6 +33,7 @@ For positives the final keys are ``min(rank, cap + 1) + U(0, 1)``: the ``n`` sma
 members of rank <= cap, lowest ranks first (equal shares per group when the caps overshoot),
 then a uniform random top-up.
 """
+
 from dataclasses import asdict, dataclass
 from typing import Optional, Tuple
 
@@ -50,6 +51,7 @@ __all__ = [
 
 POS_SAMPLING_MODES = ("random", "instance", "class")
 NEG_SAMPLING_MODES = ("random", "iou_balanced")
+
 
 # ---------------------------------------------------------------------------------------------
 # small helpers
@@ -117,7 +119,9 @@ def _ranks_in_order(group: torch.Tensor, num_groups: int) -> Tuple[torch.Tensor,
     sorted_group, order = torch.sort(group, stable=True)
     counts = torch.bincount(group, minlength=num_groups)
     starts = counts.cumsum(0).sub_(counts)  # sorted position of every group's first member
-    sorted_rank = torch.arange(1, m + 1, device=group.device).sub_(starts.index_select(0, sorted_group))
+    sorted_rank = torch.arange(1, m + 1, device=group.device).sub_(
+        starts.index_select(0, sorted_group)
+    )
     rank = torch.empty_like(sorted_rank).index_copy_(0, order, sorted_rank)
     return rank, counts
 
@@ -137,7 +141,9 @@ def _group_ids(num_groups: int, device) -> torch.Tensor:
 
 
 def _random_order(cand: torch.Tensor, generator) -> torch.Tensor:
-    return cand.index_select(0, torch.randperm(cand.numel(), generator=generator, device=cand.device))
+    return cand.index_select(
+        0, torch.randperm(cand.numel(), generator=generator, device=cand.device)
+    )
 
 
 def _take_all_or_shuffle(mask_or_idx: torch.Tensor, n: int, generator):
@@ -194,8 +200,8 @@ def iou_balanced_negative_indices(
             as the paper describes (stronger hard-negative mining). Negatives with
             IoU >= the upper bound fall in the top bin.
 
-    The bins are ``[lo + k w, lo + (k + 1) w)``, ``w = (upper - lo) / K``, ``lo = max(floor_thr, 0)``
-    (up to float rounding at the edges). Each bin takes up to ``n_iou // K`` of its negatives
+    The bins are ``[lo + k w, lo + (k + 1) w)``, ``w = (upper - lo) / K``, ``lo = max(floor_thr,
+    0)`` (up to float rounding at the edges). Each bin takes up to ``n_iou // K`` of its negatives
     uniformly at random (``n_iou = num_neg`` by default); the shortfall is filled uniformly at
     random from the binned negatives not taken yet.
 
@@ -213,8 +219,13 @@ def iou_balanced_negative_indices(
     max_ious = _flat(max_ious)
     hi = float(max_ious.max()) if iou_upper is None else float(iou_upper)
     sel = _iou_balanced_positions(
-        max_ious.index_select(0, cand), hi, n, int(num_bins), float(floor_thr),
-        float(floor_fraction), generator,
+        max_ious.index_select(0, cand),
+        hi,
+        n,
+        int(num_bins),
+        float(floor_thr),
+        float(floor_fraction),
+        generator,
     )
     return cand.index_select(0, sel)
 
@@ -458,16 +469,21 @@ class LibraSamplingConfig:
 
     def __post_init__(self):
         if self.pos_sampling not in POS_SAMPLING_MODES:
-            raise ValueError(f"pos_sampling must be one of {POS_SAMPLING_MODES}, got {self.pos_sampling!r}")
+            raise ValueError(
+                f"pos_sampling must be one of {POS_SAMPLING_MODES}, got {self.pos_sampling!r}"
+            )
         if self.neg_sampling not in NEG_SAMPLING_MODES:
-            raise ValueError(f"neg_sampling must be one of {NEG_SAMPLING_MODES}, got {self.neg_sampling!r}")
+            raise ValueError(
+                f"neg_sampling must be one of {NEG_SAMPLING_MODES}, got {self.neg_sampling!r}"
+            )
         if int(self.num_bins) < 1:
             raise ValueError(f"num_bins must be >= 1, got {self.num_bins}")
         if not 0.0 <= self.floor_fraction <= 1.0:
             raise ValueError(f"floor_fraction must be in [0, 1], got {self.floor_fraction}")
         if self.iou_upper is not None and self.iou_upper <= max(self.floor_thr, 0.0):
             raise ValueError(
-                f"iou_upper ({self.iou_upper}) must be above max(floor_thr, 0) ({max(self.floor_thr, 0.0)})"
+                f"iou_upper ({self.iou_upper}) must be above max(floor_thr, 0) "
+                f"({max(self.floor_thr, 0.0)})"
             )
 
     @classmethod

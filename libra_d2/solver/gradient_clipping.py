@@ -27,6 +27,7 @@ reach :func:`maybe_add_gradient_clipping` with the same defaults. It is a ``trai
 than a LazyCall wrapping ``optimizer`` so that Detectron2's usual ``optimizer.lr=...`` overrides and
 ``optimizer.params.model`` keep their paths.
 """
+
 import copy
 import itertools
 from typing import Mapping, Optional
@@ -36,8 +37,14 @@ from detectron2.config import CfgNode, get_cfg
 
 from ..utils.events import put_scalar_deferred
 
-__all__ = ["CLIP_TYPES", "clip_gradients_cfg", "clip_gradients_", "maybe_add_gradient_clipping",
-           "add_gradient_clipping_from_train_cfg", "build_optimizer_with_clipping"]
+__all__ = [
+    "CLIP_TYPES",
+    "clip_gradients_cfg",
+    "clip_gradients_",
+    "maybe_add_gradient_clipping",
+    "add_gradient_clipping_from_train_cfg",
+    "build_optimizer_with_clipping",
+]
 
 CLIP_TYPES = ("value", "norm", "full_model")
 
@@ -54,15 +61,22 @@ def clip_gradients_(params, clip_type: str, clip_value: float, norm_type: float 
         total = torch.nn.utils.clip_grad_norm_(grads, clip_value, norm_type)
         return total, (total > clip_value).float()
     if clip_type == "norm":
-        norms = torch.stack([torch.nn.utils.clip_grad_norm_(p, clip_value, norm_type)
-                             .to(grads[0].device) for p in grads])
+        norms = torch.stack(
+            [
+                torch.nn.utils.clip_grad_norm_(p, clip_value, norm_type).to(grads[0].device)
+                for p in grads
+            ]
+        )
     elif clip_type == "value":
         norms = torch.stack([p.grad.detach().abs().max().to(grads[0].device) for p in grads])
         for p in grads:
             torch.nn.utils.clip_grad_value_(p, clip_value)
     else:
-        raise ValueError("SOLVER.CLIP_GRADIENTS.CLIP_TYPE={!r}; expected one of {}".format(
-            clip_type, ", ".join(CLIP_TYPES)))
+        raise ValueError(
+            "SOLVER.CLIP_GRADIENTS.CLIP_TYPE={!r}; expected one of {}".format(
+                clip_type, ", ".join(CLIP_TYPES)
+            )
+        )
     return norms.max(), (norms > clip_value).float().mean()
 
 
@@ -81,11 +95,17 @@ def maybe_add_gradient_clipping(cfg: CfgNode, optimizer: torch.optim.Optimizer):
         return optimizer
     clip_type = str(node.CLIP_TYPE).lower()
     if clip_type not in CLIP_TYPES:
-        raise ValueError("SOLVER.CLIP_GRADIENTS.CLIP_TYPE={!r}; expected one of {}".format(
-            node.CLIP_TYPE, ", ".join(CLIP_TYPES)))
+        raise ValueError(
+            "SOLVER.CLIP_GRADIENTS.CLIP_TYPE={!r}; expected one of {}".format(
+                node.CLIP_TYPE, ", ".join(CLIP_TYPES)
+            )
+        )
     clip_value, norm_type = float(node.CLIP_VALUE), float(node.NORM_TYPE)
-    stat = "clip/total_norm" if clip_type == "full_model" else (
-        "clip/max_norm" if clip_type == "norm" else "clip/max_abs_grad")
+    stat = (
+        "clip/total_norm"
+        if clip_type == "full_model"
+        else ("clip/max_norm" if clip_type == "norm" else "clip/max_abs_grad")
+    )
     base = type(optimizer)
 
     def step(self, closure=None):
@@ -116,8 +136,9 @@ def clip_gradients_cfg(options: Optional[Mapping]) -> CfgNode:
     return cfg
 
 
-def add_gradient_clipping_from_train_cfg(optimizer: torch.optim.Optimizer,
-                                         train_cfg) -> torch.optim.Optimizer:
+def add_gradient_clipping_from_train_cfg(
+    optimizer: torch.optim.Optimizer, train_cfg
+) -> torch.optim.Optimizer:
     """``optimizer`` with gradient clipping if ``train_cfg.clip_gradients.enabled`` (else
     unchanged)."""
     options = train_cfg.get("clip_gradients") if hasattr(train_cfg, "get") else None

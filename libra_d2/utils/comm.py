@@ -5,6 +5,7 @@ ranks, world sizes, barriers and gathers).
 sums, LOCE's mean scores): a SUM all-reduce that is a no-op on a single process and that routes a
 tensor through a device the group's backend can reduce (gloo: CPU tensors, nccl: CUDA tensors).
 """
+
 from typing import Optional
 
 import torch

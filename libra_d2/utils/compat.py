@@ -4,6 +4,7 @@ source release) and Detectron2 main, torch releases, and lvis on current NumPy.
 Both Detectron2s report ``__version__ == "0.6"``, so every difference is detected by feature, never
 by version. This module is the single place that knows about them.
 """
+
 import functools
 import importlib
 import inspect
@@ -11,7 +12,6 @@ import logging
 import types
 
 import numpy as np
-
 import torch.distributed as dist
 from detectron2.utils import comm
 
@@ -31,27 +31,6 @@ def _compiled_ops_available() -> bool:
 HAS_COMPILED_OPS = _compiled_ops_available()
 #: ``COCOEvaluator(use_fast_impl=True)`` needs the compiled COCOeval.
 HAS_FAST_COCOEVAL = HAS_COMPILED_OPS
-
-
-def _has_after_backward() -> bool:
-    from detectron2.engine import HookBase
-
-    return hasattr(HookBase, "after_backward")
-
-
-#: ``HookBase.after_backward`` exists (Detectron2 main only). libra_d2's train loop calls the hooks'
-#: ``after_backward`` itself, so hooks work on both versions.
-HAS_AFTER_BACKWARD_HOOK = _has_after_backward()
-
-
-def _fast_rcnn_supports_sigmoid_ce() -> bool:
-    from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
-
-    return "use_sigmoid_ce" in inspect.signature(FastRCNNOutputLayers.__init__).parameters
-
-
-#: ``FastRCNNOutputLayers(use_sigmoid_ce=..., use_fed_loss=...)`` exist (main only).
-HAS_SIGMOID_CE_BOX_PREDICTOR = _fast_rcnn_supports_sigmoid_ce()
 
 
 def _event_storage_put_takes_iter() -> bool:
@@ -140,15 +119,17 @@ def _retinanet_head_builds_norm(norm: str) -> bool:
     Detectron2 0.6 probes the norm's type with ``get_norm(norm, 1)``, which fails for "GN"
     (``GroupNorm(32, 1)``); main probes with 32 channels. Detected by building a 32-channel head.
     """
+    import torch
     from detectron2.layers import ShapeSpec
     from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
-
-    import torch
 
     try:
         with torch.random.fork_rng(devices=[]):  # the probe's initialisation leaves no trace
             RetinaNetHead(
-                input_shape=[ShapeSpec(channels=32)], num_classes=1, num_anchors=1, conv_dims=[32],
+                input_shape=[ShapeSpec(channels=32)],
+                num_classes=1,
+                num_anchors=1,
+                conv_dims=[32],
                 norm=norm,
             )
     except ValueError:
@@ -159,11 +140,15 @@ def _retinanet_head_builds_norm(norm: str) -> bool:
 def retinanet_head_norm(norm):
     """A ``norm`` argument for Detectron2's ``RetinaNetHead`` that builds on every version.
 
-    Returns ``norm`` itself where the installed ``RetinaNetHead`` accepts it; otherwise (GroupNorm on
-    Detectron2 0.6) a callable building exactly ``get_norm(norm, channels)`` for every layer, which
-    answers the head's one-channel type probe with a 32-channel layer of the same type.
+    Returns ``norm`` itself where the installed ``RetinaNetHead`` accepts it; otherwise (GroupNorm
+    on Detectron2 0.6) a callable building exactly ``get_norm(norm, channels)`` for every layer,
+    which answers the head's one-channel type probe with a 32-channel layer of the same type.
     """
-    if not isinstance(norm, str) or norm in ("", "BN", "SyncBN") or _retinanet_head_builds_norm(norm):
+    if (
+        not isinstance(norm, str)
+        or norm in ("", "BN", "SyncBN")
+        or _retinanet_head_builds_norm(norm)
+    ):
         return norm
     from detectron2.layers import get_norm
 

@@ -13,6 +13,7 @@ pending values are written when the next iteration logs its first deferred value
 lost; on Detectron2 versions whose ``put_scalar`` takes no ``cur_iter`` they are then recorded one
 iteration late.
 """
+
 import weakref
 
 import torch

@@ -1,6 +1,7 @@
 """The LT-Shapes ablation of projects/EFL/README.md: EFL's two factors on the tiny RetinaNet, the
 scale s on the tiny improved baseline (s = 0 is the improved baseline with focal loss), and Libra
 RetinaNet + EFL. Run: python dev/run_experiments.py projects/EFL/experiments.py"""
+
 EFL = "configs/LT-Shapes/efl_retinanet_R_18_FPN_tiny.yaml"
 IMPROVED = "configs/LT-Shapes/efl_improved_baseline_R_18_FPN_tiny.yaml"
 LIBRA_EFL = "configs/LT-Shapes/libra_efl_retinanet_R_18_FPN_tiny.yaml"
@@ -18,7 +19,8 @@ ROWS = [
     ("RetinaNet, EFL focusing only", EFL, ["MODEL.EFL.USE_WEIGHTING", "False"]),
     ("RetinaNet, EFL weighting only", EFL, ["MODEL.EFL.USE_FOCUSING", "False"]),
     ("RetinaNet, EFL (both)", EFL, []),
-    # improved baseline (ATSS, IoU branch, anchor scales, GIoU, GN, warm-up, clipping, RFS): s (Table 4)
+    # improved baseline (ATSS, IoU branch, anchor scales, GIoU, GN, warm-up, clipping, RFS): s
+    # (Table 4)
     ("improved baseline, focal loss (s=0)", IMPROVED, scale(0)),
     ("improved baseline, EFL s=2", IMPROVED, scale(2)),
     ("improved baseline, EFL s=4", IMPROVED, scale(4)),

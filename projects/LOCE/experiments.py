@@ -7,6 +7,7 @@ marked {"after": stage 1}, so they start once it has finished, whatever --jobs.
 
     python dev/run_experiments.py projects/LOCE/experiments.py --jobs 2
 """
+
 STAGE1 = "configs/LT-Shapes/loce_faster_rcnn_R_18_FPN_tiny_stage1.yaml"
 STAGE2 = "configs/LT-Shapes/loce_faster_rcnn_R_18_FPN_tiny_stage2.yaml"
 OUTPUT_ROOT = "output/loce"

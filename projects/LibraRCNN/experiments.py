@@ -1,5 +1,8 @@
 """The LT-Shapes ablation of projects/LibraRCNN/README.md: each Libra component alone on the tiny
-Faster R-CNN baseline, then all of them. Run: python dev/run_experiments.py projects/LibraRCNN/experiments.py"""
+Faster R-CNN baseline, then all of them. Run: python dev/run_experiments.py
+projects/LibraRCNN/experiments.py
+"""
+
 BASE = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"
 LIBRA = "configs/LT-Shapes/libra_faster_rcnn_R_18_FPN_tiny.yaml"
 ROI = ["MODEL.ROI_HEADS.NAME", "LibraROIHeads"]
@@ -7,8 +10,17 @@ BCR_LITERAL = ["MODEL.ROI_BOX_HEAD.BCR.EXCLUDE_BACKGROUND", "False"]
 OUTPUT_ROOT = "output/libra_rcnn"
 ROWS = [
     ("baseline", BASE, []),
-    ("+IoU-balanced sampling", BASE, ROI + ["MODEL.ROI_HEADS.SAMPLER.POS", "instance",
-                                            "MODEL.ROI_HEADS.SAMPLER.NEG", "iou_balanced"]),
+    (
+        "+IoU-balanced sampling",
+        BASE,
+        ROI
+        + [
+            "MODEL.ROI_HEADS.SAMPLER.POS",
+            "instance",
+            "MODEL.ROI_HEADS.SAMPLER.NEG",
+            "iou_balanced",
+        ],
+    ),
     ("+BFP", BASE, ["MODEL.BACKBONE.NAME", "build_resnet_bfp_backbone"]),
     ("+Balanced L1", BASE, ROI + ["MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE", "balanced_l1"]),
     ("+LGR-CE", BASE, ROI + ["MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE", "lgr_ce"]),
@@ -21,6 +33,10 @@ ROWS = [
     # the same baseline with another seed: how far single runs move by chance
     ("baseline, seed 1", BASE, ["SEED", "1"]),
     # the BCR rows again with the default (background RoIs excluded from the re-weighting)
-    ("+BCR, background excluded (default)", BASE, ROI + ["MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE", "bcr"]),
+    (
+        "+BCR, background excluded (default)",
+        BASE,
+        ROI + ["MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE", "bcr"],
+    ),
     ("all, BCR with background excluded (default)", LIBRA, []),
 ]

@@ -9,13 +9,17 @@ The plain libra_retinanet_R_18_FPN_tiny.yaml (lr 0.01, no GN) reaches only about
 iterations (measured, seed 1: 1.0 reference, 0.9 continuous), too close to the floor to compare
 two losses.
 Run: python dev/run_experiments.py projects/LibraRCNN/experiments_balanced_l1_form.py --jobs 2"""
+
 LIBRA_RETINANET = "configs/LT-Shapes/libra_efl_retinanet_R_18_FPN_tiny.yaml"
 FOCAL_LOSS = ["MODEL.EFL.SCALE", "0.0"]
 OUTPUT_ROOT = "output/balanced_l1_form"
 SEEDS = (1, 2, 3)
 ROWS = [
-    ("{}, seed {}".format(form, seed), LIBRA_RETINANET,
-     FOCAL_LOSS + ["MODEL.RETINANET.BALANCED_L1.FORM", form, "SEED", str(seed)])
+    (
+        "{}, seed {}".format(form, seed),
+        LIBRA_RETINANET,
+        FOCAL_LOSS + ["MODEL.RETINANET.BALANCED_L1.FORM", form, "SEED", str(seed)],
+    )
     for seed in SEEDS
     for form in ("reference", "continuous")
 ]

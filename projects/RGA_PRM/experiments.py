@@ -5,9 +5,10 @@ Run: python dev/run_experiments.py projects/RGA_PRM/experiments.py
 
 The PRM rows first trained with independent per-module sampling (MODEL.PRM.NESTED_SAMPLING
 False, the only mode then); the "nested sampling" rows train the default, cheaper mode (see
-parallel_roi_heads.py). The single-module PRM rows evaluate the ensemble row's checkpoint with MODEL.PRM.TEST_HEAD set
-(an inference option), so PRM is trained once.
+parallel_roi_heads.py). The single-module PRM rows evaluate the ensemble row's checkpoint with
+MODEL.PRM.TEST_HEAD set (an inference option), so PRM is trained once.
 """
+
 BASE = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"
 RGA = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny_rga.yaml"
 PRM = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny_prm.yaml"
@@ -23,8 +24,18 @@ ROWS = [
     ("RGA (lambda 7 to 1)", RGA, []),
     ("PRM ensemble", PRM, INDEPENDENT),
     # each module of the same PRM model evaluated alone (an inference option)
-    ("PRM module 0.5 alone", PRM, ["MODEL.PRM.TEST_HEAD", "0", *INDEPENDENT], {"weights": ENSEMBLE}),
-    ("PRM module 0.1 alone", PRM, ["MODEL.PRM.TEST_HEAD", "1", *INDEPENDENT], {"weights": ENSEMBLE}),
+    (
+        "PRM module 0.5 alone",
+        PRM,
+        ["MODEL.PRM.TEST_HEAD", "0", *INDEPENDENT],
+        {"weights": ENSEMBLE},
+    ),
+    (
+        "PRM module 0.1 alone",
+        PRM,
+        ["MODEL.PRM.TEST_HEAD", "1", *INDEPENDENT],
+        {"weights": ENSEMBLE},
+    ),
     ("RGA + PRM", RGA_PRM, INDEPENDENT),
     # the default sampling mode: the modules' samples nested (cheaper; correlated samples)
     ("PRM ensemble, nested sampling", PRM, []),

@@ -2,13 +2,17 @@
 (one shared random order, MODEL.PRM.NESTED_SAMPLING True), the PRM ensemble on the tiny Faster
 R-CNN, each over the same three seeds, in the tiny family's recipe (the PRM rows of the table).
 Run: python dev/run_experiments.py projects/RGA_PRM/experiments_prm_sampling.py --jobs 2"""
+
 PRM = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny_prm.yaml"
 OUTPUT_ROOT = "output/prm_sampling"
 COLUMNS = ("AP", "AP50", "AP75", "APr", "APc", "APf")
 SEEDS = (1, 2, 3)
 ROWS = [
-    ("{}, seed {}".format(name, seed), PRM,
-     ["MODEL.PRM.NESTED_SAMPLING", str(nested), "SEED", str(seed)])
+    (
+        "{}, seed {}".format(name, seed),
+        PRM,
+        ["MODEL.PRM.NESTED_SAMPLING", str(nested), "SEED", str(seed)],
+    )
     for seed in SEEDS
     for name, nested in (("independent", False), ("nested", True))
 ]

@@ -9,13 +9,18 @@ clip, RGA at lr 0.02 diverged from scratch by iteration 60 (measured, total norm
 Each run logs clip/total_norm and clip/clipped_fraction, so how hard the clip acted is in its
 metrics.json. Run: python dev/run_experiments.py projects/RGA_PRM/experiments_rga_seeds.py --jobs 2
 """
+
 BASE = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"
 RGA = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny_rga.yaml"
 OUTPUT_ROOT = "output/rga_seeds"
 COLUMNS = ("AP", "AP50", "AP75", "APr", "APc", "APf")
 SEEDS = (1, 2, 3)
-FULL_MODEL_CLIP = ["SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model",
-                   "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "10.0"]
+FULL_MODEL_CLIP = [
+    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE",
+    "full_model",
+    "SOLVER.CLIP_GRADIENTS.CLIP_VALUE",
+    "10.0",
+]
 ROWS = [
     ("{}, seed {}".format(name, seed), config, FULL_MODEL_CLIP + ["SEED", str(seed)])
     for seed in SEEDS

@@ -1,5 +1,6 @@
 """SafeCheckpointer: atomic files, finite-only checkpoints, a resume that falls back to the newest
 sound checkpoint, and the divergence rule."""
+
 import logging
 import math
 import signal

@@ -1,5 +1,6 @@
 """The training-data check: class counts, category ids, missing images, degenerate and
 out-of-image boxes (with the clip / drop / error policies), unreadable annotation files."""
+
 import pytest
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -41,8 +42,14 @@ def _cfg(num_classes=2, policy="clip"):
 
 
 def _record(i, *anns, missing=False):
-    return {"file_name": "img{}.jpg".format(i), "image_id": i, "width": 100, "height": 80,
-            "annotations": list(anns), "missing": missing}
+    return {
+        "file_name": "img{}.jpg".format(i),
+        "image_id": i,
+        "width": 100,
+        "height": 80,
+        "annotations": list(anns),
+        "missing": missing,
+    }
 
 
 def test_box_problem():
@@ -54,8 +61,18 @@ def test_box_problem():
 
 
 def test_box_policies():
-    records = [{"width": 100, "height": 80, "annotations": [
-        _ann(10, 10, 20, 20), _ann(10, 10, 0, 5), _ann(90, 10, 30, 20), _ann(120, 10, 5, 5)]}]
+    records = [
+        {
+            "width": 100,
+            "height": 80,
+            "annotations": [
+                _ann(10, 10, 20, 20),
+                _ann(10, 10, 0, 5),
+                _ann(90, 10, 30, 20),
+                _ann(120, 10, 5, 5),
+            ],
+        }
+    ]
     assert len(apply_box_policy(records, "drop")[0]["annotations"]) == 1
     clipped = apply_box_policy(records, "clip")[0]["annotations"]
     assert [a["bbox"] for a in clipped] == [[10, 10, 20, 20], [90, 10, 30, 20]]  # the mapper clips
@@ -66,8 +83,9 @@ def test_box_policies():
 
 
 def test_clean_dataset_gives_a_summary(tmp_path):
-    name = _register(tmp_path, "check_clean", [_record(0, _ann(1, 1, 10, 10)),
-                                               _record(1, _ann(5, 5, 20, 20, 1))])
+    name = _register(
+        tmp_path, "check_clean", [_record(0, _ann(1, 1, 10, 10)), _record(1, _ann(5, 5, 20, 20, 1))]
+    )
     summary = check_training_data(_cfg(), [name])
     assert "dataset 'check_clean': 2 images, 2 boxes, 2 categories" in summary
 
@@ -101,8 +119,11 @@ def test_bad_boxes_and_missing_images_are_counted_and_named(tmp_path):
     assert "1 outside boxes (reaching outside the image), first in" in summary
     assert "img1.jpg: clipped to the image" in summary
     # a missing image is an error; with "error", the bad boxes are too: all in one message
-    records = [_record(0, _ann(1, 1, 10, 10), _ann(3, 3, 0, 4)), _record(1, _ann(95, 5, 20, 20)),
-               _record(2, _ann(1, 1, 5, 5), missing=True)]
+    records = [
+        _record(0, _ann(1, 1, 10, 10), _ann(3, 3, 0, 4)),
+        _record(1, _ann(95, 5, 20, 20)),
+        _record(2, _ann(1, 1, 5, 5), missing=True),
+    ]
     name = _register(tmp_path, "check_bad2", records)
     with pytest.raises(DatasetError) as e:
         check_training_data(_cfg(policy="error"), [name])
@@ -112,8 +133,9 @@ def test_bad_boxes_and_missing_images_are_counted_and_named(tmp_path):
 
 
 def test_dataset_where_every_box_is_degenerate(tmp_path):
-    name = _register(tmp_path, "check_all_bad", [_record(0, _ann(3, 3, 0, 4)),
-                                                 _record(1, _ann(3, 3, 5, -4))])
+    name = _register(
+        tmp_path, "check_all_bad", [_record(0, _ann(3, 3, 0, 4)), _record(1, _ann(3, 3, 5, -4))]
+    )
     with pytest.raises(DatasetError, match="none of its 2 boxes is usable"):
         check_training_data(_cfg(), [name])
 
@@ -133,9 +155,9 @@ def test_annotation_file_that_is_not_json_is_named(tmp_path):
 
 
 def test_class_count_of_lazy_models():
+    from conftest import REPO_ROOT
     from detectron2.config import LazyConfig
 
-    from conftest import REPO_ROOT
     from libra_d2.data.dataset_check import num_classes_of_lazy_model
 
     rcnn = LazyConfig.load(REPO_ROOT + "/configs/LT-Shapes/lazy/faster_rcnn_R_18_FPN_tiny.py")

@@ -1,4 +1,5 @@
 """dev/run_experiments.py: row ordering ("after"), output folders, and the dry run."""
+
 import runpy
 import subprocess
 import sys
@@ -37,22 +38,44 @@ def test_slug():
 
 def test_dry_run_prints_stage_1_before_its_fine_tunes():
     proc = subprocess.run(
-        [sys.executable, "dev/run_experiments.py", "projects/LOCE/experiments.py", "--jobs", "2",
-         "--dry-run"], capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "dev/run_experiments.py",
+            "projects/LOCE/experiments.py",
+            "--jobs",
+            "2",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     commands = [line for line in proc.stdout.splitlines() if line.startswith("$ ")]
     assert len(commands) == 5 and "stage_1_baseline" in commands[0].split("OUTPUT_DIR")[-1]
 
 
 def test_seed_summary_groups_settings_and_pairs_seeds():
-    names = ["base, seed 1", "new, seed 1", "base, seed 2", "new, seed 2", "base, seed 3",
-             "new, seed 3", "single row"]
+    names = [
+        "base, seed 1",
+        "new, seed 1",
+        "base, seed 2",
+        "new, seed 2",
+        "base, seed 3",
+        "new, seed 3",
+        "single row",
+    ]
     groups = RUN_EXPERIMENTS["by_setting"](names)
     assert list(groups) == ["base", "new"] and groups["new"] == {
-        1: "new, seed 1", 2: "new, seed 2", 3: "new, seed 3"}
+        1: "new, seed 1",
+        2: "new, seed 2",
+        3: "new, seed 3",
+    }
     ap = {"base": (10.0, 12.0, 11.0), "new": (12.0, 14.5, 12.5)}
-    results = {"{}, seed {}".format(s, k + 1): {"bbox": {"AP": v[k]}}
-               for s, v in ap.items() for k in range(3)}
+    results = {
+        "{}, seed {}".format(s, k + 1): {"bbox": {"AP": v[k]}}
+        for s, v in ap.items()
+        for k in range(3)
+    }
     table = RUN_EXPERIMENTS["format_seed_summary"](groups, results, ["AP"], "bbox")
     assert "| base | 3 | 11.0 ± 1.0 |" in table
     # paired differences 2.0, 2.5, 1.5: mean 2.0, sd 0.5, t = 6.9 > 4.30: not noise

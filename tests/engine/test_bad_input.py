@@ -1,4 +1,5 @@
 """Bad input fails early, once, with an error that names the culprit."""
+
 import argparse
 import json
 import os
@@ -17,8 +18,13 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 def _args(*opts, config=FASTER):
     return argparse.Namespace(
-        config_file=os.path.join(REPO_ROOT, config) if config else "", opts=list(opts),
-        eval_only=False, resume=False, num_gpus=1, num_machines=1, machine_rank=0,
+        config_file=os.path.join(REPO_ROOT, config) if config else "",
+        opts=list(opts),
+        eval_only=False,
+        resume=False,
+        num_gpus=1,
+        num_machines=1,
+        machine_rank=0,
     )
 
 
@@ -96,9 +102,18 @@ def test_wrong_class_count_stops_before_anything_is_written(run_script, tmp_path
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.yaml").write_text("the earlier run's config\n")
-    proc = run_script("projects/train_net.py", "--config-file", FASTER,
-                      "MODEL.ROI_HEADS.NUM_CLASSES", "20", "OUTPUT_DIR", str(out),
-                      "SOLVER.MAX_ITER", "2", check=False)
+    proc = run_script(
+        "projects/train_net.py",
+        "--config-file",
+        FASTER,
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        "20",
+        "OUTPUT_DIR",
+        str(out),
+        "SOLVER.MAX_ITER",
+        "2",
+        check=False,
+    )
     assert proc.returncode != 0
     assert "has 32 categories but MODEL.ROI_HEADS.NUM_CLASSES = 20" in proc.stdout
     assert "category_id outside [0, 20)" in proc.stdout
@@ -123,9 +138,22 @@ def test_missing_image_and_degenerate_boxes_through_train_net(run_script, tmp_pa
     saved = image.read_bytes()
     image.unlink()
     env = dict(os.environ, DETECTRON2_DATASETS=str(root), PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, os.path.join(REPO_ROOT, "projects/train_net.py"), "--config-file",
-           FASTER, "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()", "INPUT.MIN_SIZE_TRAIN", "(64,)",
-           "INPUT.MAX_SIZE_TRAIN", "64", "OUTPUT_DIR", str(tmp_path / "run")]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO_ROOT, "projects/train_net.py"),
+        "--config-file",
+        FASTER,
+        "SOLVER.MAX_ITER",
+        "2",
+        "DATASETS.TEST",
+        "()",
+        "INPUT.MIN_SIZE_TRAIN",
+        "(64,)",
+        "INPUT.MAX_SIZE_TRAIN",
+        "64",
+        "OUTPUT_DIR",
+        str(tmp_path / "run"),
+    ]
     proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     assert str(image) in proc.stderr and "missing" in proc.stderr  # (LT-Shapes' loader names it)
@@ -139,10 +167,14 @@ def test_missing_image_and_degenerate_boxes_through_train_net(run_script, tmp_pa
 
 def test_lazy_launcher_checks_the_class_count_before_writing(run_script, tmp_path):
     out = tmp_path / "lazy"
-    proc = run_script("projects/lazy_train_net.py", "--config-file",
-                      "configs/LT-Shapes/lazy/faster_rcnn_R_18_FPN_tiny.py",
-                      "model.roi_heads.num_classes=20", "train.output_dir={}".format(out),
-                      check=False)
+    proc = run_script(
+        "projects/lazy_train_net.py",
+        "--config-file",
+        "configs/LT-Shapes/lazy/faster_rcnn_R_18_FPN_tiny.py",
+        "model.roi_heads.num_classes=20",
+        "train.output_dir={}".format(out),
+        check=False,
+    )
     assert proc.returncode != 0
     assert "has 32 categories but model.roi_heads.num_classes = 20" in proc.stdout
     assert not out.exists()

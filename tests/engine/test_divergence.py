@@ -1,4 +1,5 @@
 """A loss that explodes but stays finite stops the run like a NaN does."""
+
 import itertools
 
 import pytest
@@ -30,7 +31,7 @@ class _ScriptedLoss(nn.Module):
     def forward(self, batch):
         scale = 1e6 if self.steps >= self.jump_at else 1.0
         self.steps += 1
-        return {"loss": (self.w ** 2).sum() * scale}
+        return {"loss": (self.w**2).sum() * scale}
 
 
 @pytest.mark.parametrize("factor", [1e4, None])

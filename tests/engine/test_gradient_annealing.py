@@ -1,6 +1,7 @@
 """R-CNN Gradient Annealing: the schedule, that exactly the R-CNN module's gradients are scaled
 (backbone and RPN untouched), DDP-wrapped models, the trainer integration (logged every step,
 resume follows the iteration) and an end-to-end RGA + PRM run of train_net.py."""
+
 import argparse
 import json
 import os
@@ -10,6 +11,7 @@ import types
 import pytest
 import torch
 import torch.distributed as dist
+from conftest import TINY_INPUT
 from detectron2.config import LazyCall as L
 from detectron2.config import get_cfg, instantiate
 from detectron2.modeling import build_model
@@ -18,7 +20,6 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
 import libra_d2
-from conftest import TINY_INPUT
 from libra_d2.engine import LibraTrainer, setup_cfg
 from libra_d2.engine.gradient_annealing import (
     GradientAnnealing,
@@ -29,9 +30,12 @@ from libra_d2.engine.gradient_annealing import (
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RGA_PRM = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny_rga_prm.yaml"
-RCNN_PREFIXES = ("roi_heads.box_head.", "roi_heads.box_predictor.", "roi_heads.box_heads.",
-                 "roi_heads.box_predictors.")
-
+RCNN_PREFIXES = (
+    "roi_heads.box_head.",
+    "roi_heads.box_predictor.",
+    "roi_heads.box_heads.",
+    "roi_heads.box_predictors.",
+)
 
 
 # --------------------------------------------------------------------------- schedule
@@ -95,10 +99,13 @@ def gradients_after_hook(model, hook, iteration=0, max_iter=10):
     return grads, storage
 
 
-@pytest.mark.parametrize("roi_heads", ["StandardROIHeads", "ParallelROIHeads"])
+@pytest.mark.parametrize("roi_heads", ["StandardROIHeads", "ParallelROIHeads", "CascadeROIHeads"])
 def test_only_rcnn_gradients_are_scaled(roi_heads):
+    """Every R-CNN module's gradients (a Cascade R-CNN's three stages with one lambda) and nothing
+    else."""
     torch.manual_seed(0)
-    model = build_model(tiny_cfg("MODEL.ROI_HEADS.NAME", roi_heads))
+    cascade = ["MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", True] if "Cascade" in roi_heads else []
+    model = build_model(tiny_cfg("MODEL.ROI_HEADS.NAME", roi_heads, *cascade))
     ref, _ = gradients_after_hook(model, GradientAnnealing(lambda0=1.0))  # lambda = 1
     hook = GradientAnnealing(lambda0=7.0)
     scaled, storage = gradients_after_hook(model, hook, iteration=5, max_iter=10)
@@ -107,7 +114,9 @@ def test_only_rcnn_gradients_are_scaled(roi_heads):
     assert ref.keys() == scaled.keys()
     rcnn = [n for n in ref if n.startswith(RCNN_PREFIXES)]
     assert sorted(hook.parameter_names) == sorted(rcnn)
-    assert len(rcnn) == (8 if roi_heads == "StandardROIHeads" else 16)  # fc1, fc2, cls, bbox (w, b)
+    # fc1, fc2, cls, bbox (weight, bias) per module: 1, 2 (PRM) or 3 (cascade stages) modules
+    modules = {"StandardROIHeads": 1, "ParallelROIHeads": 2, "CascadeROIHeads": 3}[roi_heads]
+    assert len(rcnn) == 8 * modules
     others = [n for n in ref if n not in rcnn]
     assert any(n.startswith("backbone.") for n in others)
     assert any(n.startswith("proposal_generator.") for n in others)
@@ -128,8 +137,16 @@ def test_clipping_happens_after_scaling():
     model.roi_heads = torch.nn.Module()
     model.roi_heads.box_head = torch.nn.Linear(1, 1, bias=False)
     cfg = get_cfg()
-    cfg.merge_from_list(["SOLVER.CLIP_GRADIENTS.ENABLED", True, "SOLVER.CLIP_GRADIENTS.CLIP_TYPE",
-                         "value", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", 2.0])
+    cfg.merge_from_list(
+        [
+            "SOLVER.CLIP_GRADIENTS.ENABLED",
+            True,
+            "SOLVER.CLIP_GRADIENTS.CLIP_TYPE",
+            "value",
+            "SOLVER.CLIP_GRADIENTS.CLIP_VALUE",
+            2.0,
+        ]
+    )
     opt = maybe_add_gradient_clipping(cfg, torch.optim.SGD)(model.parameters(), lr=1.0)
     for p in model.parameters():
         p.data.zero_()
@@ -168,7 +185,9 @@ def test_prefixes_match_whole_names_and_errors_are_clear():
 def test_ddp_wrapped_model(tmp_path):
     model = build_model(tiny_cfg())
     expected = [n for n, _ in select_parameters(model, GradientAnnealing().modules)]
-    dist.init_process_group("gloo", init_method="file://" + str(tmp_path / "pg"), rank=0, world_size=1)
+    dist.init_process_group(
+        "gloo", init_method="file://" + str(tmp_path / "pg"), rank=0, world_size=1
+    )
     try:
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=None)
         assert next(n for n, _ in ddp.named_parameters()).startswith("module.")
@@ -182,7 +201,9 @@ def test_ddp_wrapped_model(tmp_path):
 def test_registry_yaml_and_lazy_construction():
     cfg = tiny_cfg()
     assert build_gradient_annealing_hook(types.SimpleNamespace(cfg=cfg)) is None  # off by default
-    cfg.merge_from_list(["MODEL.RGA.ENABLED", True, "MODEL.RGA.LAMBDA0", 5.0, "SOLVER.MAX_ITER", 40])
+    cfg.merge_from_list(
+        ["MODEL.RGA.ENABLED", True, "MODEL.RGA.LAMBDA0", 5.0, "SOLVER.MAX_ITER", 40]
+    )
     hook = build_gradient_annealing_hook(types.SimpleNamespace(cfg=cfg))
     assert (hook.lambda0, hook.end_iter, hook.constant) == (5.0, 40, False)
     cfg.merge_from_list(["MODEL.RGA.END_ITER", 10, "MODEL.RGA.CONSTANT", True])
@@ -200,9 +221,19 @@ def test_registry_yaml_and_lazy_construction():
 def _trainer(out, max_iter, resume=False):
     args = argparse.Namespace(
         config_file=os.path.join(REPO_ROOT, RGA_PRM),
-        opts=["SOLVER.MAX_ITER", str(max_iter), "SOLVER.CHECKPOINT_PERIOD", "2",
-              "SOLVER.IMS_PER_BATCH", "2", "DATASETS.TEST", "()", "OUTPUT_DIR", str(out),
-              *TINY_INPUT],
+        opts=[
+            "SOLVER.MAX_ITER",
+            str(max_iter),
+            "SOLVER.CHECKPOINT_PERIOD",
+            "2",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "DATASETS.TEST",
+            "()",
+            "OUTPUT_DIR",
+            str(out),
+            *TINY_INPUT,
+        ],
     )
     cfg = setup_cfg(args, do_default_setup=False)
     seed_all_rng(cfg.SEED)  # what default_setup does in train_net.py (data order, weights)
@@ -237,11 +268,16 @@ def test_lazy_train_net_rga_hook_from_train_hooks(run_script, tmp_path, override
     """The lazy twin's ``train.hooks`` entry is the hook the launcher runs (overridable)."""
     out = tmp_path / "lazy"
     run_script(
-        "projects/lazy_train_net.py", "--config-file",
-        "configs/LT-Shapes/lazy/faster_rcnn_R_18_FPN_tiny_rga_prm.py", "train.max_iter=3",
-        "train.output_dir=" + str(out), "train.eval_period=0", "dataloader.train.total_batch_size=2",
+        "projects/lazy_train_net.py",
+        "--config-file",
+        "configs/LT-Shapes/lazy/faster_rcnn_R_18_FPN_tiny_rga_prm.py",
+        "train.max_iter=3",
+        "train.output_dir=" + str(out),
+        "train.eval_period=0",
+        "dataloader.train.total_batch_size=2",
         "dataloader.train.mapper.augmentations.0.short_edge_length=64",
-        "dataloader.train.mapper.augmentations.0.max_size=64", *override,
+        "dataloader.train.mapper.augmentations.0.max_size=64",
+        *override,
     )
     with open(out / "metrics.json") as f:
         last = [r for r in map(json.loads, f) if "rga/lambda" in r][-1]
@@ -251,16 +287,31 @@ def test_lazy_train_net_rga_hook_from_train_hooks(run_script, tmp_path, override
 def test_train_net_rga_prm_end_to_end(run_script, tmp_path):
     out = tmp_path / "run"
     run_script(
-        "projects/train_net.py", "--config-file", RGA_PRM, "SOLVER.MAX_ITER", "3",
-        "SOLVER.IMS_PER_BATCH", "2", "DATASETS.TEST", "()", "OUTPUT_DIR", str(out), *TINY_INPUT,
+        "projects/train_net.py",
+        "--config-file",
+        RGA_PRM,
+        "SOLVER.MAX_ITER",
+        "3",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "DATASETS.TEST",
+        "()",
+        "OUTPUT_DIR",
+        str(out),
+        *TINY_INPUT,
     )
     with open(out / "metrics.json") as f:
         records = [json.loads(line) for line in f if line.strip()]
     last = records[-1]
     assert last["iteration"] == 2
     assert last["rga/lambda"] == pytest.approx(3.0)  # 7 - 6 * 2 / 3
-    for key in ("loss_cls_h0", "loss_cls_h1", "prm/num_fg_samples_h0", "prm/num_fg_samples_h1",
-                "roi_head/num_fg_samples"):
+    for key in (
+        "loss_cls_h0",
+        "loss_cls_h1",
+        "prm/num_fg_samples_h0",
+        "prm/num_fg_samples_h1",
+        "roi_head/num_fg_samples",
+    ):
         assert key in last, key
     # the paper's Fig. 1a from this run's metrics
     png = tmp_path / "fg.png"
@@ -277,11 +328,20 @@ def test_plot_positive_proposals_reads_metrics(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     metrics = tmp_path / "metrics.json"
-    lines = [{"iteration": it, "roi_head/num_fg_samples": 2.0 + it, "prm/num_fg_samples_h0": 2.0 + it,
-              "prm/num_fg_samples_h1": 1.0 + it / 10, "rga/lambda": 7 - 6 * it / 100}
-             for it in (19, 39, 59)]
+    lines = [
+        {
+            "iteration": it,
+            "roi_head/num_fg_samples": 2.0 + it,
+            "prm/num_fg_samples_h0": 2.0 + it,
+            "prm/num_fg_samples_h1": 1.0 + it / 10,
+            "rga/lambda": 7 - 6 * it / 100,
+        }
+        for it in (19, 39, 59)
+    ]
     lines.insert(1, {"iteration": 30, "bbox/AP": 1.0})  # an evaluation record
-    metrics.write_text("\n".join(json.dumps(r) for r in lines) + "\n{\"iteration\": 7")  # torn last line
+    metrics.write_text(
+        "\n".join(json.dumps(r) for r in lines) + '\n{"iteration": 7'
+    )  # torn last line
     series = mod.load_series(str(metrics))
     assert series["prm/num_fg_samples_h1"] == ([19, 39, 59], [2.9, 4.9, 6.9])
     assert series["roi_head/num_fg_samples"][0] == [19, 39, 59]

@@ -1,5 +1,6 @@
 """LOCE's training side: class-balanced memory pre-fill, per-step memory batches, freezing for the
 decoupled fine-tune, the stage-2 ConfigError, and a tiny stage 1 -> stage 2 run end to end."""
+
 import argparse
 import json
 import os
@@ -7,12 +8,13 @@ import types
 
 import pytest
 import torch
+from conftest import TINY_INPUT
 from detectron2.data import DatasetCatalog, get_detection_dataset_dicts
 from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
+from tiny_models import fixed_batched_inputs, random_batched_inputs, tiny_cfg
 from torch import nn
 
-from conftest import TINY_INPUT
 from libra_d2.engine import ConfigError, LibraTrainer, setup_cfg
 from libra_d2.engine.loce import (
     FeatureMemoryHook,
@@ -22,7 +24,6 @@ from libra_d2.engine.loce import (
     class_balanced_image_indices,
 )
 from libra_d2.modeling.freeze import freeze_modules, is_frozen_norm
-from tiny_models import fixed_batched_inputs, random_batched_inputs, tiny_cfg
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGE1 = "configs/LT-Shapes/loce_mask_rcnn_R_18_FPN_tiny_stage1.yaml"
@@ -33,8 +34,17 @@ C = 32
 
 
 def stage2_cfg(*opts):
-    return tiny_cfg("MODEL.ROI_HEADS.NAME", "LOCEROIHeads", "MODEL.LOCE.FINETUNE", True,
-                    "MODEL.LOCE.EQUILIBRIUM_LOSS", True, "MODEL.LOCE.MFS.ENABLED", True, *opts)
+    return tiny_cfg(
+        "MODEL.ROI_HEADS.NAME",
+        "LOCEROIHeads",
+        "MODEL.LOCE.FINETUNE",
+        True,
+        "MODEL.LOCE.EQUILIBRIUM_LOSS",
+        True,
+        "MODEL.LOCE.MFS.ENABLED",
+        True,
+        *opts,
+    )
 
 
 def _assert_stage2_trained(s1, s2, metrics):
@@ -49,18 +59,26 @@ def _assert_stage2_trained(s1, s2, metrics):
     for k in w1:
         if k.startswith("backbone.") or k.startswith("roi_heads.box_head."):
             assert torch.equal(w1[k], w2[k]), k  # frozen, BN statistics included
-    assert not torch.equal(w1["roi_heads.box_predictor.cls_score.weight"],
-                           w2["roi_heads.box_predictor.cls_score.weight"])
-    assert not torch.equal(w2["roi_heads.box_predictor.mean_score.score"], torch.full((C + 1,), 0.01))
+    assert not torch.equal(
+        w1["roi_heads.box_predictor.cls_score.weight"],
+        w2["roi_heads.box_predictor.cls_score.weight"],
+    )
+    assert not torch.equal(
+        w2["roi_heads.box_predictor.mean_score.score"], torch.full((C + 1,), 0.01)
+    )
 
 
 def test_class_balanced_image_indices():
-    dicts = [{"annotations": [{"category_id": c} for c in cats]}
-             for cats in ([0, 0, 1], [0], [0], [0, 2], [0], [1])]
+    dicts = [
+        {"annotations": [{"category_id": c} for c in cats]}
+        for cats in ([0, 0, 1], [0], [0], [0, 2], [0], [1])
+    ]
     idx = class_balanced_image_indices(dicts, 4, images_per_class=2, seed=0)
     assert len(idx) == len(set(idx))
-    per_class = [sum(1 for i in idx if any(a["category_id"] == c for a in dicts[i]["annotations"]))
-                 for c in range(4)]
+    per_class = [
+        sum(1 for i in idx if any(a["category_id"] == c for a in dicts[i]["annotations"]))
+        for c in range(4)
+    ]
     assert per_class[1] == 2 and per_class[2] == 1 and per_class[3] == 0  # all there is
     assert per_class[0] >= 2 and len(idx) <= 2 + 2 + 1  # 0 rides along with 1 / 2 when possible
 
@@ -98,13 +116,22 @@ def test_freezing_is_exact_and_keeps_bn_statistics():
     torch.manual_seed(0)
     model = LibraTrainer.build_model(cfg)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    expect = {n for n, _ in model.named_parameters()
-              if n.startswith("backbone.") or n.startswith("roi_heads.box_head.")}
+    expect = {
+        n
+        for n, _ in model.named_parameters()
+        if n.startswith("backbone.") or n.startswith("roi_heads.box_head.")
+    }
     assert frozen == expect and expect
-    trainable = {n.split(".")[0] + "." + n.split(".")[1] for n, p in model.named_parameters()
-                 if p.requires_grad}
-    assert trainable == {"proposal_generator.rpn_head", "roi_heads.box_predictor",
-                         "roi_heads.mask_head"}
+    trainable = {
+        n.split(".")[0] + "." + n.split(".")[1]
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    }
+    assert trainable == {
+        "proposal_generator.rpn_head",
+        "roi_heads.box_predictor",
+        "roi_heads.mask_head",
+    }
     bns = [m for m in model.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert bns and all(is_frozen_norm(m) for m in bns)
     stats = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
@@ -123,12 +150,16 @@ def test_freezing_is_exact_and_keeps_bn_statistics():
     plain.train()
     with EventStorage():
         plain(fixed_batched_inputs())
-    changed = [k for k, v in plain.state_dict().items() if "running_mean" in k and k in stats
-               and not torch.equal(v, stats[k])]
+    changed = [
+        k
+        for k, v in plain.state_dict().items()
+        if "running_mean" in k and k in stats and not torch.equal(v, stats[k])
+    ]
     assert changed
     # state_dict keys are those of the unfrozen model: stage-1 checkpoints load as they are
     assert set(plain.state_dict()) == set(model.state_dict()) - {
-        k for k in model.state_dict() if "mask_head" in k}
+        k for k in model.state_dict() if "mask_head" in k
+    }
     with pytest.raises(ValueError, match="no such module"):
         freeze_modules(model, ["roi_heads.box_heads"])
 
@@ -176,12 +207,33 @@ def test_stage2_from_a_checkpoint_without_mean_scores(tmp_path, caplog, reset):
 def test_tiny_stage1_then_stage2_end_to_end(run_script, tmp_path):
     s1, s2 = tmp_path / "stage1", tmp_path / "stage2"
     no_eval = ["DATASETS.TEST", "()"]
-    run_script("projects/train_net.py", "--config-file", STAGE1, "SOLVER.MAX_ITER", "2",
-               "OUTPUT_DIR", str(s1), *no_eval, *TINY_INPUT)
+    run_script(
+        "projects/train_net.py",
+        "--config-file",
+        STAGE1,
+        "SOLVER.MAX_ITER",
+        "2",
+        "OUTPUT_DIR",
+        str(s1),
+        *no_eval,
+        *TINY_INPUT,
+    )
     proc = run_script(
-        "projects/train_net.py", "--config-file", STAGE2, "SOLVER.MAX_ITER", "3",
-        "MODEL.WEIGHTS", str(s1 / "model_final.pth"), "MODEL.LOCE.LOG_PERIOD", "1",
-        "MODEL.LOCE.MFS.PREFILL_IMAGES_PER_CLASS", "1", "OUTPUT_DIR", str(s2), *no_eval, *TINY_INPUT,
+        "projects/train_net.py",
+        "--config-file",
+        STAGE2,
+        "SOLVER.MAX_ITER",
+        "3",
+        "MODEL.WEIGHTS",
+        str(s1 / "model_final.pth"),
+        "MODEL.LOCE.LOG_PERIOD",
+        "1",
+        "MODEL.LOCE.MFS.PREFILL_IMAGES_PER_CLASS",
+        "1",
+        "OUTPUT_DIR",
+        str(s2),
+        *no_eval,
+        *TINY_INPUT,
     )
     assert "LOCE memory pre-fill" in proc.stdout
     with open(s2 / "metrics.json") as f:
@@ -203,22 +255,30 @@ def test_lazy_train_hooks_are_the_loce_hooks(tmp_path):
     cfg.train.init_checkpoint = ""
     with pytest.raises(ConfigError, match="train.init_checkpoint is empty"):
         instantiate(cfg.train.hooks[0])
-    cfg = LazyConfig.apply_overrides(cfg, ["train.init_checkpoint=stage1.pth",
-                                           "dataloader.train.dataset.names=lt_shapes_val"])
+    cfg = LazyConfig.apply_overrides(
+        cfg, ["train.init_checkpoint=stage1.pth", "dataloader.train.dataset.names=lt_shapes_val"]
+    )
     hooks = [instantiate(h) for h in cfg.train.hooks]
     assert [type(h) for h in hooks] == [LOCEFineTune, FeatureMemoryHook]
     assert hooks[0].weights == "stage1.pth" and hooks[0].reset_scores
     mfs = hooks[1]
     assert mfs.dataset_names == ["lt_shapes_val"]
-    assert type(mfs.mapper).__name__ == type(instantiate(cfg.dataloader.train.mapper)).__name__
+    assert isinstance(mfs.mapper, type(instantiate(cfg.dataloader.train.mapper)))
     # the same options as the YAML twin's MODEL.LOCE.MFS
     yaml_cfg = get_cfg()
     add_libra_config(yaml_cfg)
     yaml_cfg.merge_from_file(os.path.join(REPO_ROOT, STAGE2.replace("mask", "faster")))
     yaml_cfg.DATASETS.TRAIN = ("lt_shapes_train",)
     yaml_mfs = FeatureMemoryHook(yaml_cfg)
-    for key in ("queue_size", "k", "m", "device", "dtype", "prefill_images_per_class",
-                "prefill_batch_size"):
+    for key in (
+        "queue_size",
+        "k",
+        "m",
+        "device",
+        "dtype",
+        "prefill_images_per_class",
+        "prefill_batch_size",
+    ):
         assert getattr(mfs, key) == getattr(yaml_mfs, key), key
     assert list(cfg.train.freeze) == list(yaml_cfg.MODEL.LOCE.FREEZE)
     # a run to resume from in the output folder stands in for the weights
@@ -228,14 +288,30 @@ def test_lazy_train_hooks_are_the_loce_hooks(tmp_path):
 
 
 def test_lazy_stage2_end_to_end(run_script, tmp_path):
-    """YAML stage 1 (LOCEROIHeads, the same state-dict keys) -> lazy stage 2 via lazy_train_net.py."""
+    """YAML stage 1 (LOCEROIHeads, the same state-dict keys) -> lazy stage 2 via
+    lazy_train_net.py."""
     s1, s2 = tmp_path / "stage1", tmp_path / "stage2"
-    run_script("projects/train_net.py", "--config-file", FASTER_STAGE1, "SOLVER.MAX_ITER", "2",
-               "OUTPUT_DIR", str(s1), "DATASETS.TEST", "()", *TINY_INPUT)
+    run_script(
+        "projects/train_net.py",
+        "--config-file",
+        FASTER_STAGE1,
+        "SOLVER.MAX_ITER",
+        "2",
+        "OUTPUT_DIR",
+        str(s1),
+        "DATASETS.TEST",
+        "()",
+        *TINY_INPUT,
+    )
     proc = run_script(
-        "projects/lazy_train_net.py", "--config-file", LAZY_STAGE2, "train.max_iter=3",
-        "train.init_checkpoint=" + str(s1 / "model_final.pth"), "train.output_dir=" + str(s2),
-        "train.hooks.1.prefill_images_per_class=1", "model.roi_heads.box_predictor.log_period=1",
+        "projects/lazy_train_net.py",
+        "--config-file",
+        LAZY_STAGE2,
+        "train.max_iter=3",
+        "train.init_checkpoint=" + str(s1 / "model_final.pth"),
+        "train.output_dir=" + str(s2),
+        "train.hooks.1.prefill_images_per_class=1",
+        "model.roi_heads.box_predictor.log_period=1",
         "dataloader.train.mapper.augmentations.0.short_edge_length=64",
         "dataloader.train.mapper.augmentations.0.max_size=64",
         "dataloader.test.mapper.augmentations.0.short_edge_length=64",

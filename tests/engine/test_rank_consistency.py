@@ -1,6 +1,7 @@
 """RankConsistencyCheck: ranks holding the same model pass, a rank that drifted in a parameter or a
 method statistic is named, BatchNorm running statistics may differ (per rank by design); and the
 launcher's process groups form on a port it holds (two at once)."""
+
 import json
 import os
 from types import SimpleNamespace

@@ -1,5 +1,6 @@
 """End-to-end: train_net.py and lazy_train_net.py train, evaluate, checkpoint, resume, reload,
 on one process and on two CPU processes."""
+
 import json
 import os
 import shutil
@@ -9,7 +10,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT, TINY_INPUT
 
 FASTER = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"
@@ -18,8 +18,14 @@ EFL_TINY = "configs/LT-Shapes/efl_retinanet_R_18_FPN_tiny.yaml"
 NO_EVAL = ["DATASETS.TEST", "()"]
 # A 4-iteration model scores everything below the default 0.05 test threshold; keep all its
 # detections so the evaluation has something to measure.
-KEEP_ALL = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0",
-            "TEST.DETECTIONS_PER_IMAGE", "20"]
+KEEP_ALL = [
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "0.0",
+    "MODEL.RETINANET.SCORE_THRESH_TEST",
+    "0.0",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "20",
+]
 
 
 def _weights(path):
@@ -37,8 +43,15 @@ def _assert_lvis_results(results):
 def test_train_evaluate_and_reload(run_script, tmp_path, config):
     out = tmp_path / "run"
     run_script(
-        "projects/train_net.py", "--config-file", config, "SOLVER.MAX_ITER", "4",
-        "OUTPUT_DIR", str(out), *KEEP_ALL, *TINY_INPUT,
+        "projects/train_net.py",
+        "--config-file",
+        config,
+        "SOLVER.MAX_ITER",
+        "4",
+        "OUTPUT_DIR",
+        str(out),
+        *KEEP_ALL,
+        *TINY_INPUT,
     )
     for name in ("model_final.pth", "metrics.json", "config.yaml", "last_checkpoint"):
         assert (out / name).exists(), name
@@ -50,8 +63,15 @@ def test_train_evaluate_and_reload(run_script, tmp_path, config):
     # evaluation reproduces the numbers of the end of training exactly.
     out2 = tmp_path / "eval_only"
     run_script(
-        "projects/train_net.py", "--config-file", config, "--eval-only",
-        "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(out2), *KEEP_ALL,
+        "projects/train_net.py",
+        "--config-file",
+        config,
+        "--eval-only",
+        "MODEL.WEIGHTS",
+        str(out / "model_final.pth"),
+        "OUTPUT_DIR",
+        str(out2),
+        *KEEP_ALL,
         *TINY_INPUT,
     )
     with open(out2 / "eval_results.json") as f:
@@ -62,8 +82,18 @@ def test_train_evaluate_and_reload(run_script, tmp_path, config):
 def test_resume_is_exact(run_script, tmp_path):
     """A run resumed from its iteration-3 checkpoint ends with bit-identical weights, optimizer
     state and LR schedule to the uninterrupted run."""
-    common = ["--config-file", FASTER, "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3",
-              "SOLVER.WARMUP_ITERS", "4", *NO_EVAL, *TINY_INPUT]
+    common = [
+        "--config-file",
+        FASTER,
+        "SOLVER.MAX_ITER",
+        "6",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "3",
+        "SOLVER.WARMUP_ITERS",
+        "4",
+        *NO_EVAL,
+        *TINY_INPUT,
+    ]
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     run_script("projects/train_net.py", *common, "OUTPUT_DIR", str(full))
     resumed.mkdir()
@@ -89,14 +119,28 @@ def test_resume_without_rng_restore_would_differ(run_script, tmp_path):
     """Guards the exactness test: starting the same 3 remaining iterations from the same weights
     but without the checkpoint's trainer state (optimizer, RNG, data position) gives different
     weights, so equality above is not an accident."""
-    common = ["--config-file", FASTER, "SOLVER.CHECKPOINT_PERIOD", "3", "SOLVER.WARMUP_ITERS", "4",
-              *NO_EVAL, *TINY_INPUT]
+    common = [
+        "--config-file",
+        FASTER,
+        "SOLVER.CHECKPOINT_PERIOD",
+        "3",
+        "SOLVER.WARMUP_ITERS",
+        "4",
+        *NO_EVAL,
+        *TINY_INPUT,
+    ]
     full = tmp_path / "full"
     run_script("projects/train_net.py", *common, "SOLVER.MAX_ITER", "6", "OUTPUT_DIR", str(full))
     restart = tmp_path / "restart"
     run_script(
-        "projects/train_net.py", *common, "SOLVER.MAX_ITER", "3",
-        "MODEL.WEIGHTS", str(full / "model_0000002.pth"), "OUTPUT_DIR", str(restart),
+        "projects/train_net.py",
+        *common,
+        "SOLVER.MAX_ITER",
+        "3",
+        "MODEL.WEIGHTS",
+        str(full / "model_0000002.pth"),
+        "OUTPUT_DIR",
+        str(restart),
     )
     a, b = _weights(full / "model_final.pth"), _weights(restart / "model_final.pth")
     assert any(not torch.equal(a[k], b[k]) for k in a)
@@ -105,8 +149,12 @@ def test_resume_without_rng_restore_would_differ(run_script, tmp_path):
 def _start_script(lt_shapes_tiny, script, *args):
     env = dict(os.environ, DETECTRON2_DATASETS=lt_shapes_tiny, PYTHONUNBUFFERED="1")
     return subprocess.Popen(
-        [sys.executable, os.path.join(REPO_ROOT, script), *args], cwd=REPO_ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, os.path.join(REPO_ROOT, script), *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -128,9 +176,20 @@ def test_two_cpu_processes_twice_at_once(lt_shapes_tiny, tmp_path):
     end with the same model (checked across ranks by RankConsistencyCheck, rank 0 saved it)."""
     runs = [
         _start_script(
-            lt_shapes_tiny, "projects/train_net.py", "--config-file", FASTER, "--num-gpus", "2",
-            "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "4", "OUTPUT_DIR", str(tmp_path / name),
-            *NO_EVAL, *TINY_INPUT,
+            lt_shapes_tiny,
+            "projects/train_net.py",
+            "--config-file",
+            FASTER,
+            "--num-gpus",
+            "2",
+            "SOLVER.MAX_ITER",
+            "3",
+            "SOLVER.IMS_PER_BATCH",
+            "4",
+            "OUTPUT_DIR",
+            str(tmp_path / name),
+            *NO_EVAL,
+            *TINY_INPUT,
         )
         for name in ("a", "b")
     ]
@@ -153,10 +212,28 @@ def test_two_machines_over_loopback(lt_shapes_tiny, tmp_path):
     url = "tcp://127.0.0.1:{}".format(_free_port())
     machines = [
         _start_script(
-            lt_shapes_tiny, "projects/train_net.py", "--config-file", EFL_TINY,
-            "--num-gpus", "1", "--num-machines", "2", "--machine-rank", str(rank), "--dist-url", url,
-            "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "4", "SOLVER.CHECKPOINT_PERIOD", "2",
-            "OUTPUT_DIR", str(out), *NO_EVAL, *TINY_INPUT,
+            lt_shapes_tiny,
+            "projects/train_net.py",
+            "--config-file",
+            EFL_TINY,
+            "--num-gpus",
+            "1",
+            "--num-machines",
+            "2",
+            "--machine-rank",
+            str(rank),
+            "--dist-url",
+            url,
+            "SOLVER.MAX_ITER",
+            "3",
+            "SOLVER.IMS_PER_BATCH",
+            "4",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "2",
+            "OUTPUT_DIR",
+            str(out),
+            *NO_EVAL,
+            *TINY_INPUT,
         )
         for rank in (0, 1)
     ]
@@ -173,9 +250,11 @@ def test_two_machines_over_loopback(lt_shapes_tiny, tmp_path):
 def test_lazy_config_launcher(run_script, tmp_path):
     out = tmp_path / "lazy"
     run_script(
-        "projects/lazy_train_net.py", "--config-file",
+        "projects/lazy_train_net.py",
+        "--config-file",
         "configs/LT-Shapes/lazy/faster_rcnn_R_18_FPN_tiny.py",
-        "train.max_iter=3", "train.output_dir=" + str(out),
+        "train.max_iter=3",
+        "train.output_dir=" + str(out),
         "model.roi_heads.box_predictor.test_score_thresh=0.0",
         "dataloader.train.mapper.augmentations.0.short_edge_length=64",
         "dataloader.train.mapper.augmentations.0.max_size=64",
@@ -187,9 +266,12 @@ def test_lazy_config_launcher(run_script, tmp_path):
         trained = json.load(f)
     _assert_lvis_results(trained)
     proc = run_script(
-        "projects/lazy_train_net.py", "--config-file",
-        "configs/LT-Shapes/lazy/faster_rcnn_R_18_FPN_tiny.py", "--eval-only",
-        "train.init_checkpoint=" + str(out / "model_final.pth"), "train.output_dir=" + str(out),
+        "projects/lazy_train_net.py",
+        "--config-file",
+        "configs/LT-Shapes/lazy/faster_rcnn_R_18_FPN_tiny.py",
+        "--eval-only",
+        "train.init_checkpoint=" + str(out / "model_final.pth"),
+        "train.output_dir=" + str(out),
         "model.roi_heads.box_predictor.test_score_thresh=0.0",
         "dataloader.test.mapper.augmentations.0.short_edge_length=64",
         "dataloader.test.mapper.augmentations.0.max_size=64",
@@ -218,20 +300,28 @@ def test_lazy_efl_loader_uses_repeat_factor_sampling(lt_shapes_tiny):
     assert isinstance(sampler, RepeatFactorTrainingSampler)
     assert float(sampler._int_part.max() + sampler._frac_part.max()) > 1.0  # the tail repeats
     cfg.dataloader.train.repeat_threshold = 0  # off
-    assert not isinstance(instantiate(cfg.dataloader.train).resumable_sampler.sampler,
-                          RepeatFactorTrainingSampler)
+    assert not isinstance(
+        instantiate(cfg.dataloader.train).resumable_sampler.sampler, RepeatFactorTrainingSampler
+    )
 
 
 def test_lazy_efl_retinanet_trains(run_script, tmp_path):
     out = tmp_path / "efl"
     run_script(
-        "projects/lazy_train_net.py", "--config-file", EFL_LAZY,
-        "train.max_iter=2", "train.output_dir=" + str(out), "model.log_period=1",
-        "model.test_score_thresh=0.0", *_TINY_LAZY_INPUT,
+        "projects/lazy_train_net.py",
+        "--config-file",
+        EFL_LAZY,
+        "train.max_iter=2",
+        "train.output_dir=" + str(out),
+        "model.log_period=1",
+        "model.test_score_thresh=0.0",
+        *_TINY_LAZY_INPUT,
     )
     assert (out / "model_final.pth").exists()
     weights = _weights(out / "model_final.pth")
-    assert "efl.statistics.pos_grad" in weights and float(weights["efl.statistics.pos_grad"].sum()) > 0
+    assert (
+        "efl.statistics.pos_grad" in weights and float(weights["efl.statistics.pos_grad"].sum()) > 0
+    )
     with open(out / "metrics.json") as f:
         metrics = [json.loads(line) for line in f if line.strip()]
     assert any("efl/gamma/r" in m for m in metrics)  # frequency groups from the metadata

@@ -1,12 +1,13 @@
 """LibraTrainer: method hooks from TRAINER_HOOK_REGISTRY are installed and get after_backward
 between backward and the optimizer step (on Detectron2 0.6, which has no such hook point, too)."""
+
 import argparse
 import os
 
 import torch
+from conftest import TINY_INPUT
 from detectron2.engine import HookBase
 
-from conftest import TINY_INPUT
 from libra_d2.engine import TRAINER_HOOK_REGISTRY, LibraTrainer, setup_cfg
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,8 +36,15 @@ def test_registered_hook_runs_between_backward_and_step(lt_shapes_tiny, tmp_path
     try:
         args = argparse.Namespace(
             config_file=os.path.join(REPO_ROOT, "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"),
-            opts=["SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path),
-                  *TINY_INPUT],
+            opts=[
+                "SOLVER.MAX_ITER",
+                "2",
+                "DATASETS.TEST",
+                "()",
+                "OUTPUT_DIR",
+                str(tmp_path),
+                *TINY_INPUT,
+            ],
         )
         cfg = setup_cfg(args, do_default_setup=False)
         trainer = LibraTrainer(cfg)
@@ -46,8 +54,10 @@ def test_registered_hook_runs_between_backward_and_step(lt_shapes_tiny, tmp_path
         del TRAINER_HOOK_REGISTRY._obj_map[name]
     # gradients exist at after_backward, and the optimizer step happens after it
     assert recorder.events == [
-        ("after_backward", 0, True), ("after_step", 0, True),
-        ("after_backward", 1, True), ("after_step", 1, True),
+        ("after_backward", 0, True),
+        ("after_step", 0, True),
+        ("after_backward", 1, True),
+        ("after_step", 1, True),
     ]
 
 
@@ -66,8 +76,17 @@ def test_subclass_train_loader_is_used(lt_shapes_tiny, tmp_path):
 
     args = argparse.Namespace(
         config_file=os.path.join(REPO_ROOT, "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"),
-        opts=["SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "DATASETS.TEST", "()",
-              "OUTPUT_DIR", str(tmp_path), *TINY_INPUT],
+        opts=[
+            "SOLVER.MAX_ITER",
+            "2",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "DATASETS.TEST",
+            "()",
+            "OUTPUT_DIR",
+            str(tmp_path),
+            *TINY_INPUT,
+        ],
     )
     trainer = CountingTrainer(setup_cfg(args, do_default_setup=False))
     trainer.train()

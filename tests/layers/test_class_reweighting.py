@@ -1,4 +1,5 @@
 """Bucketed Class Re-weighting (Libra R-CNN journal, Eq. 20-23)."""
+
 import math
 import random
 
@@ -28,26 +29,33 @@ def sp(z):  # softplus = -log(1 - sigmoid(z)) = BCE of a negative
 
 def test_weights_for_decades_by_hand():
     # ln f = k ln 10, k = 0..9; position (k/9)*10 -> bucket k; x = k/9; w = sigmoid((x - 0.5)/0.025)
-    freqs = [10.0 ** k for k in range(10)]
+    freqs = [10.0**k for k in range(10)]
     assert bucket_indices(freqs).tolist() == list(range(10))
     w = bucketed_class_weights(freqs)
     expected = [sig((k / 9 - 0.5) / 0.025) for k in range(10)]
     assert w.dtype == torch.float32 and w.shape == (10,)
     assert torch.allclose(w, torch.tensor(expected), rtol=1e-5, atol=1e-12)
-    assert w[0].item() < 1e-8 and w[9].item() > 1 - 1e-6 and w[4].item() == pytest.approx(0.0977, abs=1e-4)
+    assert (
+        w[0].item() < 1e-8
+        and w[9].item() > 1 - 1e-6
+        and w[4].item() == pytest.approx(0.0977, abs=1e-4)
+    )
 
 
 def test_weights_uneven_and_on_bucket_edges():
-    # ln: 0, 0.693, 6.908, 13.816 -> positions 0, 0.50, 5.0 (exactly an edge), 10 -> buckets 0, 0, 5, 9
+    # ln: 0, 0.693, 6.908, 13.816 -> positions 0, 0.50, 5.0 (exactly an edge), 10 -> buckets 0, 0,
+    # 5, 9
     freqs = [1.0, 2.0, 1000.0, 1e6]
     assert bucket_indices(freqs).tolist() == [0, 0, 5, 9]
     w = bucketed_class_weights(freqs, num_buckets=10, turning_point=0.5, temperature=0.025)
     expected = [sig(-20.0), sig(-20.0), sig((5 / 9 - 0.5) / 0.025), sig(20.0)]
     assert torch.allclose(w, torch.tensor(expected), rtol=1e-6, atol=1e-12)
-    # powers of 2 over 10 buckets: every position is an integer k in exact arithmetic, but ln(2^k)/ln(2^10)*10
-    # evaluates to 0.9999999999999999, 1.9999999999999998, ... in float64; edges belong to the upper bucket.
-    assert bucket_indices([2.0 ** k for k in range(11)]).tolist() == list(range(10)) + [9]
-    # other hyper-parameters: S = 3, a = 0.3, t = 0.1 on [1, 10, 100, 1000]: positions 0, 1, 2, 3 -> 0, 1, 2, 2
+    # powers of 2 over 10 buckets: every position is an integer k in exact arithmetic, but
+    # ln(2^k)/ln(2^10)*10 evaluates to 0.9999999999999999, 1.9999999999999998, ... in float64; edges
+    # belong to the upper bucket.
+    assert bucket_indices([2.0**k for k in range(11)]).tolist() == list(range(10)) + [9]
+    # other hyper-parameters: S = 3, a = 0.3, t = 0.1 on [1, 10, 100, 1000]: positions 0, 1, 2, 3 ->
+    # 0, 1, 2, 2
     assert bucket_indices([1, 10, 100, 1000], 3).tolist() == [0, 1, 2, 2]
     w = bucketed_class_weights([1, 10, 100, 1000], 3, 0.3, 0.1)
     expected = [sig((x - 0.3) / 0.1) for x in (0.0, 0.5, 1.0, 1.0)]
@@ -88,12 +96,25 @@ def test_equal_and_zero_frequencies():
 
 
 def test_class_frequencies_from_metadata():
-    meta = [{"id": i, "image_count": c, "instance_count": 2 * c} for i, c in [(1, 64), (2, 5), (3, 1), (4, 900)]]
+    meta = [
+        {"id": i, "image_count": c, "instance_count": 2 * c}
+        for i, c in [(1, 64), (2, 5), (3, 1), (4, 900)]
+    ]
     random.Random(0).shuffle(meta)
     assert class_frequencies(meta).tolist() == [64.0, 5.0, 1.0, 900.0]
-    assert class_frequencies(meta, count_key="instance_count").tolist() == [128.0, 10.0, 2.0, 1800.0]
+    assert class_frequencies(meta, count_key="instance_count").tolist() == [
+        128.0,
+        10.0,
+        2.0,
+        1800.0,
+    ]
     mapping = {1: 3, 2: 2, 3: 1, 4: 0}
-    assert class_frequencies(meta, dataset_id_to_contiguous_id=mapping).tolist() == [900.0, 1.0, 5.0, 64.0]
+    assert class_frequencies(meta, dataset_id_to_contiguous_id=mapping).tolist() == [
+        900.0,
+        1.0,
+        5.0,
+        64.0,
+    ]
     # non-contiguous ids without a mapping: rank order
     meta2 = [{"id": 10, "image_count": 3}, {"id": 2, "image_count": 8}]
     assert class_frequencies(meta2).tolist() == [8.0, 3.0]
@@ -117,7 +138,8 @@ W = [0.1, 0.5, 0.9]
 
 def test_loss_3x4_by_hand():
     logits, gt, w = torch.tensor(LOGITS, dtype=torch.float64), torch.tensor(GT), torch.tensor(W)
-    # Row 0 (class 0): own class positive (w 1), classes 1, 2 negatives (w 0.5, 0.9), background negative (w 1).
+    # Row 0 (class 0): own class positive (w 1), classes 1, 2 negatives (w 0.5, 0.9), background
+    # negative (w 1).
     row0 = (sp(2.0) - 2.0) + 0.5 * sp(-1.0) + 0.9 * sp(0.5) + 1.0 * sp(-0.3)
     # Row 1 (class 2): classes 0, 1 negatives (0.1, 0.5), own class positive, background negative.
     row1 = 0.1 * sp(0.2) + 0.5 * sp(1.5) + (sp(-2.0) + 2.0) + 1.0 * sp(0.7)
@@ -125,7 +147,9 @@ def test_loss_3x4_by_hand():
     row2 = 0.1 * sp(-0.4) + 0.5 * sp(0.9) + 0.9 * sp(3.0) + (sp(1.2) - 1.2)
     got = bcr_sigmoid_ce_loss(logits, gt, w)
     assert got.item() == pytest.approx((row0 + row1 + row2) / 3, rel=1e-6)
-    assert bcr_sigmoid_ce_loss(logits, gt, w, reduction="sum").item() == pytest.approx(row0 + row1 + row2, rel=1e-6)
+    assert bcr_sigmoid_ce_loss(logits, gt, w, reduction="sum").item() == pytest.approx(
+        row0 + row1 + row2, rel=1e-6
+    )
     assert bcr_sigmoid_ce_loss(logits, gt, w, reduction="none").shape == (3, 4)
     # Background column dropped (Detectron2 use_sigmoid_ce convention): no column-3 terms.
     row0b = row0 - sp(-0.3)
@@ -133,7 +157,10 @@ def test_loss_3x4_by_hand():
     row2b = row2 - (sp(1.2) - 1.2)
     got = bcr_sigmoid_ce_loss(logits, gt, w, include_background=False)
     assert got.item() == pytest.approx((row0b + row1b + row2b) / 3, rel=1e-6)
-    assert bcr_sigmoid_ce_loss(logits, gt, w, reduction="none", include_background=False).shape == (3, 3)
+    assert bcr_sigmoid_ce_loss(logits, gt, w, reduction="none", include_background=False).shape == (
+        3,
+        3,
+    )
 
 
 def test_loss_gradients_only_negative_terms_are_scaled():
@@ -141,7 +168,9 @@ def test_loss_gradients_only_negative_terms_are_scaled():
     bcr_sigmoid_ce_loss(logits, torch.tensor(GT), torch.tensor(W)).backward()
     p = torch.sigmoid(logits.detach())
     y = F.one_hot(torch.tensor(GT), 4).double()
-    weight = torch.tensor([[1.0, 0.5, 0.9, 1.0], [0.1, 0.5, 1.0, 1.0], [0.1, 0.5, 0.9, 1.0]], dtype=torch.float64)
+    weight = torch.tensor(
+        [[1.0, 0.5, 0.9, 1.0], [0.1, 0.5, 1.0, 1.0], [0.1, 0.5, 0.9, 1.0]], dtype=torch.float64
+    )
     assert torch.allclose(logits.grad, weight * (p - y) / 3, rtol=1e-6)
 
 
@@ -149,14 +178,18 @@ def test_unit_weights_equal_plain_sigmoid_ce():
     gen = torch.Generator().manual_seed(2)
     logits = torch.randn(10, 6, generator=gen)
     gt = torch.randint(0, 6, (10,), generator=gen)
-    plain = F.binary_cross_entropy_with_logits(logits, F.one_hot(gt, 6).float(), reduction="sum") / 10
+    plain = (
+        F.binary_cross_entropy_with_logits(logits, F.one_hot(gt, 6).float(), reduction="sum") / 10
+    )
     assert torch.allclose(bcr_sigmoid_ce_loss(logits, gt, torch.ones(5)), plain)
     # and down-weighting rare classes lowers the loss
     assert bcr_sigmoid_ce_loss(logits, gt, torch.full((5,), 0.3)) < plain
 
 
 def test_extreme_logits_and_empty():
-    logits = torch.tensor([[100.0, -100.0, 100.0, -100.0], [-100.0, 100.0, -100.0, 100.0]], requires_grad=True)
+    logits = torch.tensor(
+        [[100.0, -100.0, 100.0, -100.0], [-100.0, 100.0, -100.0, 100.0]], requires_grad=True
+    )
     loss = bcr_sigmoid_ce_loss(logits, torch.tensor([1, 3]), torch.tensor([1e-9, 0.5, 1.0]))
     assert torch.isfinite(loss)
     loss.backward()
@@ -171,8 +204,10 @@ def test_extreme_logits_and_empty():
 
 
 def test_module():
-    freqs = [10.0 ** k for k in range(3)]
-    mod = BCRSigmoidCELoss.from_frequencies(freqs, num_buckets=3, turning_point=0.5, temperature=0.1)
+    freqs = [10.0**k for k in range(3)]
+    mod = BCRSigmoidCELoss.from_frequencies(
+        freqs, num_buckets=3, turning_point=0.5, temperature=0.1
+    )
     assert torch.allclose(mod.class_weights, bucketed_class_weights(freqs, 3, 0.5, 0.1))
     assert "class_weights" in mod.state_dict()
     logits, gt = torch.tensor(LOGITS), torch.tensor(GT)
@@ -213,9 +248,15 @@ def test_foreground_roi_scales_other_classes_negatives(exclude):
 
 
 def test_exclude_background_switch_reaches_the_predictor():
-    from tiny_models import tiny_cfg
     from detectron2.modeling import build_model
+    from tiny_models import tiny_cfg
 
-    cfg = tiny_cfg("MODEL.ROI_HEADS.NAME", "LibraROIHeads", "MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE",
-                   "bcr", "MODEL.ROI_BOX_HEAD.BCR.EXCLUDE_BACKGROUND", True)
+    cfg = tiny_cfg(
+        "MODEL.ROI_HEADS.NAME",
+        "LibraROIHeads",
+        "MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE",
+        "bcr",
+        "MODEL.ROI_BOX_HEAD.BCR.EXCLUDE_BACKGROUND",
+        True,
+    )
     assert build_model(cfg).roi_heads.box_predictor.bcr_exclude_background is True

@@ -1,4 +1,5 @@
-"""Tests for libra_d2.layers.equalized_focal_loss (sigmoid EFL, its analytic gradient, statistics)."""
+"""Tests for libra_d2.layers.equalized_focal_loss (sigmoid EFL, its analytic gradient,
+statistics)."""
 
 import math
 
@@ -19,7 +20,9 @@ from libra_d2.layers.equalized_focal_loss import (
 
 def _batch(num_anchors, num_classes, dtype=torch.float32, seed=0, spread=4.0, bg_fraction=0.6):
     gen = torch.Generator().manual_seed(seed)
-    logits = (torch.randn(num_anchors, num_classes, generator=gen, dtype=torch.float64) * spread).to(dtype)
+    logits = (
+        torch.randn(num_anchors, num_classes, generator=gen, dtype=torch.float64) * spread
+    ).to(dtype)
     labels = torch.randint(0, num_classes, (num_anchors,), generator=gen)
     labels[torch.rand(num_anchors, generator=gen) < bg_fraction] = num_classes  # background
     targets = F.one_hot(labels, num_classes + 1)[:, :num_classes].to(dtype)
@@ -56,13 +59,19 @@ def test_loss_values_by_hand():
         0.25 * 3.0 * 0.25**6 * -math.log(0.75),  # y=1, p_t = 0.75
     ]
     per_element = equalized_focal_loss(logits, targets, gamma, weight, alpha=0.25, reduction="none")
-    assert torch.allclose(per_element[0], torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0)
+    assert torch.allclose(
+        per_element[0], torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0
+    )
     total = equalized_focal_loss(logits, targets, gamma, weight, alpha=0.25)
     assert total.item() == pytest.approx(sum(expected), rel=1e-12)
 
     module = EqualizedFocalLoss(3).double()
-    loss = module(logits.clone().requires_grad_(), targets)  # fresh statistics: gamma = 2, weight = 1
-    focal = 0.25 * 0.5**2 * math.log(2) + 0.75 * 0.5**2 * math.log(2) + 0.25 * 0.25**2 * -math.log(0.75)
+    loss = module(
+        logits.clone().requires_grad_(), targets
+    )  # fresh statistics: gamma = 2, weight = 1
+    focal = (
+        0.25 * 0.5**2 * math.log(2) + 0.75 * 0.5**2 * math.log(2) + 0.25 * 0.25**2 * -math.log(0.75)
+    )
     assert loss.item() == pytest.approx(focal, rel=1e-12)
 
 
@@ -87,7 +96,9 @@ def test_equals_fvcore_focal_loss_at_scale_zero():
     assert torch.allclose(none, ref_none, rtol=1e-5, atol=1e-8)
 
     # analytic gradient and the fused module path, with statistics that would give g < 1
-    assert torch.allclose(efl_logit_grad(logits, targets, gamma, weight), ref_grad, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(
+        efl_logit_grad(logits, targets, gamma, weight), ref_grad, rtol=1e-5, atol=1e-7
+    )
     module = EqualizedFocalLoss(7, gamma_b=2.0, scale=0.0).train()
     module.statistics.update(torch.rand(7) * 0.1, torch.ones(7))
     x_mod = logits.clone().requires_grad_()
@@ -146,7 +157,8 @@ def test_analytic_gradient_equals_autograd_float64(alpha):
 
 def test_gradient_and_statistics_in_detectron2_retinanet_layout():
     """2 anchors x 3 classes per location: the head emits (N, A*K, H, W) with channel = a*K + k;
-    Detectron2 permutes to (N, H*W*A, K). Statistics must follow that layout, not (class, anchor)."""
+    Detectron2 permutes to (N, H*W*A, K). Statistics must follow that layout, not (class, anchor).
+    """
     from detectron2.modeling.meta_arch.retinanet import permute_to_N_HWA_K
 
     num_anchors, num_classes, n, h, w = 2, 3, 2, 2, 3
@@ -158,12 +170,16 @@ def test_gradient_and_statistics_in_detectron2_retinanet_layout():
     labels = torch.randint(0, num_classes + 1, logits.shape[:2], generator=gen)
     labels[0, 0], labels[0, 1], labels[1, 2] = 0, 1, 2  # every class has a positive
     targets = F.one_hot(labels, num_classes + 1)[..., :num_classes].double()
-    gamma, weight = efl_focusing_factors(torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))  # 10, 6, 2
+    gamma, weight = efl_focusing_factors(
+        torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    )  # 10, 6, 2
 
     loss = equalized_focal_loss(logits, targets, gamma, weight)
     (grad_raw,) = torch.autograd.grad(loss, raw)
     analytic = efl_logit_grad(logits.detach(), targets, gamma, weight)
-    assert torch.allclose(permute_to_N_HWA_K(grad_raw, num_classes), analytic, rtol=1e-10, atol=1e-14)
+    assert torch.allclose(
+        permute_to_N_HWA_K(grad_raw, num_classes), analytic, rtol=1e-10, atol=1e-14
+    )
 
     pos, neg = accumulate_gradient_statistics(analytic, targets)
     # the same sums straight from the head's gradient, channel = a*K + k -> (N, A, K, H, W)
@@ -275,7 +291,9 @@ def test_stable_at_extreme_logits(dtype):
     per = equalized_focal_loss(x, targets, gamma, weight, reduction="none")
     (grad,) = torch.autograd.grad(per.sum(), x)
     analytic = efl_logit_grad(logits, targets, gamma, weight)
-    assert torch.isfinite(per).all() and torch.isfinite(grad).all() and torch.isfinite(analytic).all()
+    assert (
+        torch.isfinite(per).all() and torch.isfinite(grad).all() and torch.isfinite(analytic).all()
+    )
     assert torch.allclose(analytic, grad, rtol=1e-5, atol=1e-30)
     # easy entries: ~0 loss, ~0 gradient; confidently wrong entries: alpha_t w * |x| and gradient
     # magnitude alpha_t w (q -> 1, p_t -> 0)
@@ -296,7 +314,8 @@ def test_stable_at_extreme_logits(dtype):
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(x2.grad).all()
     assert (
-        torch.isfinite(module.statistics.pos_grad).all() and torch.isfinite(module.statistics.neg_grad).all()
+        torch.isfinite(module.statistics.pos_grad).all()
+        and torch.isfinite(module.statistics.neg_grad).all()
     )
 
     # the pitfall this guards against: -log(sigmoid(x)) overflows to inf in fp32

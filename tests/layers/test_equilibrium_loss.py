@@ -1,4 +1,5 @@
 """Tests for libra_d2.layers.equilibrium_loss (LOCE Equilibrium Loss)."""
+
 import math
 
 import pytest
@@ -15,9 +16,16 @@ def _case(seed, n, c1, scale=3.0):
     return logits, labels, g
 
 
-@pytest.mark.parametrize("seed,n,c1,s_value", [
-    (0, 7, 5, 0.01), (1, 64, 11, 0.37), (2, 3, 2, 1.0), (3, 128, 81, 1e-3), (4, 5, 9, 0.0),
-])
+@pytest.mark.parametrize(
+    "seed,n,c1,s_value",
+    [
+        (0, 7, 5, 0.01),
+        (1, 64, 11, 0.37),
+        (2, 3, 2, 1.0),
+        (3, 128, 81, 1e-3),
+        (4, 5, 9, 0.0),
+    ],
+)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_equal_scores_is_exactly_cross_entropy(seed, n, c1, s_value, reduction):
     logits, labels, _ = _case(seed, n, c1)
@@ -94,8 +102,9 @@ def test_margin_direction():
 
 
 def test_scores_are_constants_and_extremes_stay_finite():
-    logits = torch.tensor([[1e4, -1e4, 0.0, 3e3], [-1e4, -1e4, -1e4, 1e4], [0.0, 0.0, 0.0, 0.0]],
-                          requires_grad=True)
+    logits = torch.tensor(
+        [[1e4, -1e4, 0.0, 3e3], [-1e4, -1e4, -1e4, 1e4], [0.0, 0.0, 0.0, 0.0]], requires_grad=True
+    )
     labels = torch.tensor([1, 0, 3])
     scores = torch.tensor([0.0, 1e-38, 1.0, 1e-30], requires_grad=True)
     loss = equilibrium_loss(logits, labels, scores)

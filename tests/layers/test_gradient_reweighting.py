@@ -1,4 +1,5 @@
 """Logarithmic Gradient Re-weighting (Libra R-CNN journal, Eq. 11-19)."""
+
 import math
 
 import pytest
@@ -58,8 +59,12 @@ def test_lgr_weight_monotone_continuous_detached():
 @pytest.mark.parametrize("beta", [1.0, 0.11, 0.5, 0.0])
 def test_lgr_l1_gradient_equals_balanced_l1_gradient(beta):
     gen = torch.Generator().manual_seed(1)
-    x = torch.cat([torch.randn(200, generator=gen, dtype=torch.float64) * max(beta, 0.3),
-                   torch.tensor([0.0, beta * 0.999, -beta * 1.001, 5.0], dtype=torch.float64)])
+    x = torch.cat(
+        [
+            torch.randn(200, generator=gen, dtype=torch.float64) * max(beta, 0.3),
+            torch.tensor([0.0, beta * 0.999, -beta * 1.001, 5.0], dtype=torch.float64),
+        ]
+    )
     t = torch.randn(x.shape, generator=gen, dtype=torch.float64) * 0.1
     a = (x + t).requires_grad_(True)
     lgr_l1_loss(a, t, beta=beta, reduction="sum").backward()
@@ -89,21 +94,30 @@ def test_lgr_l1_value_and_rho_is_detached(beta):
     # A version whose rho were NOT detached would have a different gradient inside beta.
     y = torch.tensor(xs, dtype=torch.float64, requires_grad=True)
     u = y.abs()
-    rho_live = torch.where(u > 0, ALPHA * torch.log1p(B * torch.clamp(u / beta, max=1)) / torch.clamp(u / beta, 1e-12),
-                           torch.full_like(u, ALPHA * B))
+    rho_live = torch.where(
+        u > 0,
+        ALPHA * torch.log1p(B * torch.clamp(u / beta, max=1)) / torch.clamp(u / beta, 1e-12),
+        torch.full_like(u, ALPHA * B),
+    )
     ls = torch.where(u < beta, 0.5 * u * u / beta, u - 0.5 * beta)
     (rho_live * ls).sum().backward()
     assert not torch.allclose(x.grad[1:5], y.grad[1:5], rtol=1e-3)
 
 
 def test_lgr_l1_gradcheck_and_reductions():
-    x = torch.tensor([-1.7, -0.4, -0.05, 0.08, 0.3, 0.95, 2.5], dtype=torch.float64, requires_grad=True)
+    x = torch.tensor(
+        [-1.7, -0.4, -0.05, 0.08, 0.3, 0.95, 2.5], dtype=torch.float64, requires_grad=True
+    )
     t = torch.zeros_like(x)
     # rho is detached, so LGR-L1's autograd gradient is NOT the derivative of its value (gradcheck
     # would fail by design); it is the derivative of balanced L1, which gradcheck verifies.
     a = torch.autograd.grad(lgr_l1_loss(x, t, beta=0.5, reduction="sum"), x)[0]
-    assert torch.autograd.gradcheck(lambda z: balanced_l1_loss(z, t, beta=0.5, form="continuous"), (x,))
-    b = torch.autograd.grad(balanced_l1_loss(x, t, beta=0.5, reduction="sum", form="continuous"), x)[0]
+    assert torch.autograd.gradcheck(
+        lambda z: balanced_l1_loss(z, t, beta=0.5, form="continuous"), (x,)
+    )
+    b = torch.autograd.grad(
+        balanced_l1_loss(x, t, beta=0.5, reduction="sum", form="continuous"), x
+    )[0]
     assert torch.allclose(a, b)
     none = lgr_l1_loss(x, t, beta=0.5)
     assert torch.allclose(lgr_l1_loss(x, t, beta=0.5, reduction="mean"), none.mean())
@@ -136,10 +150,14 @@ def test_lgr_ce_with_weight_forced_to_one_is_cross_entropy(monkeypatch):
     logits, targets = _example()
     monkeypatch.setattr(gr, "lgr_weight", lambda g, alpha=0.5, gamma=1.5: torch.ones_like(g))
     assert torch.allclose(lgr_cross_entropy(logits, targets), F.cross_entropy(logits, targets))
-    assert torch.allclose(lgr_cross_entropy(logits, targets, reduction="sum"),
-                          F.cross_entropy(logits, targets, reduction="sum"))
+    assert torch.allclose(
+        lgr_cross_entropy(logits, targets, reduction="sum"),
+        F.cross_entropy(logits, targets, reduction="sum"),
+    )
     targets[1] = -1
-    assert torch.allclose(lgr_cross_entropy(logits, targets), F.cross_entropy(logits, targets, ignore_index=-1))
+    assert torch.allclose(
+        lgr_cross_entropy(logits, targets), F.cross_entropy(logits, targets, ignore_index=-1)
+    )
 
 
 def test_lgr_ce_value_by_hand():
@@ -152,9 +170,15 @@ def test_lgr_ce_value_by_hand():
         rho = hand_rho(abs(pt - 1.0))  # Eq. 18
         per.append(-rho * math.log(pt))  # Eq. 19
         total += per[-1]
-    assert torch.allclose(lgr_cross_entropy(logits, targets, reduction="none"), torch.tensor(per, dtype=torch.float64))
-    assert lgr_cross_entropy(logits, targets).item() == pytest.approx(total / logits.shape[0], rel=1e-10)
-    assert lgr_cross_entropy(logits, targets, reduction="sum").item() == pytest.approx(total, rel=1e-10)
+    assert torch.allclose(
+        lgr_cross_entropy(logits, targets, reduction="none"), torch.tensor(per, dtype=torch.float64)
+    )
+    assert lgr_cross_entropy(logits, targets).item() == pytest.approx(
+        total / logits.shape[0], rel=1e-10
+    )
+    assert lgr_cross_entropy(logits, targets, reduction="sum").item() == pytest.approx(
+        total, rel=1e-10
+    )
 
 
 def test_lgr_ce_gradient_is_scaled_by_detached_rho():
@@ -167,7 +191,8 @@ def test_lgr_ce_gradient_is_scaled_by_detached_rho():
     pt = p[torch.arange(n), targets]
     rho = torch.tensor([hand_rho(1 - v) for v in pt.tolist()], dtype=torch.float64)
     assert torch.allclose(z.grad, rho[:, None] * (p - onehot) / n, rtol=1e-8)
-    # On the true-class logit the magnitude is the logarithmic mapping alpha ln(b |p_t - 1| + 1) (Eq. 18).
+    # On the true-class logit the magnitude is the logarithmic mapping alpha ln(b |p_t - 1| + 1)
+    # (Eq. 18).
     g_true = z.grad[torch.arange(n), targets] * n
     assert torch.allclose(g_true.abs(), ALPHA * torch.log(B * (1 - pt) + 1), rtol=1e-8)
     # Plain CE gradient for comparison: differs unless rho == 1.
@@ -179,13 +204,17 @@ def test_lgr_ce_gradient_is_scaled_by_detached_rho():
 def test_lgr_ce_upweights_well_classified_samples():
     logits = torch.tensor([[6.0, 0.0, 0.0], [0.0, 0.0, 0.0], [-6.0, 0.0, 0.0]])
     targets = torch.zeros(3, dtype=torch.long)
-    ratio = lgr_cross_entropy(logits, targets, reduction="none") / F.cross_entropy(logits, targets, reduction="none")
+    ratio = lgr_cross_entropy(logits, targets, reduction="none") / F.cross_entropy(
+        logits, targets, reduction="none"
+    )
     assert ratio[0] > ratio[1] > ratio[2] >= GAMMA - 1e-4  # opposite of focal loss
     assert ratio[0] < ALPHA * B
 
 
 def test_lgr_ce_extreme_logits_are_finite():
-    logits = torch.tensor([[100.0, -100.0, 0.0], [-100.0, 100.0, 0.0], [100.0, 100.0, -100.0]], requires_grad=True)
+    logits = torch.tensor(
+        [[100.0, -100.0, 0.0], [-100.0, 100.0, 0.0], [100.0, 100.0, -100.0]], requires_grad=True
+    )
     targets = torch.tensor([0, 0, 2])
     loss = lgr_cross_entropy(logits, targets, reduction="none")
     assert torch.isfinite(loss).all()
@@ -194,7 +223,9 @@ def test_lgr_ce_extreme_logits_are_finite():
     loss.sum().backward()
     assert torch.isfinite(logits.grad).all()
     # p_t -> 1 in float32: rho must approach alpha * b without 0/0
-    assert lgr_weight(torch.tensor([0.0, 1e-8, 6e-8])).allclose(torch.full((3,), ALPHA * B), rtol=1e-5)
+    assert lgr_weight(torch.tensor([0.0, 1e-8, 6e-8])).allclose(
+        torch.full((3,), ALPHA * B), rtol=1e-5
+    )
 
 
 def test_lgr_ce_empty_ignore_and_module():

@@ -8,8 +8,6 @@ import tempfile
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
@@ -20,6 +18,7 @@ from detectron2.modeling.backbone.fpn import (
     build_resnet_fpn_backbone,
     build_retinanet_resnet_fpn_backbone,
 )
+from torch import nn
 
 from libra_d2.config import add_libra_config
 from libra_d2.layers.non_local import NonLocal2d, embedded_gaussian_attention
@@ -30,7 +29,6 @@ from libra_d2.modeling.backbone import (  # importing registers the builders
 )
 
 INPUT_SHAPE = ShapeSpec(channels=3)
-
 
 
 def small_cfg(**bfp):
@@ -370,8 +368,9 @@ def test_detection_checkpointer_loads_fpn_checkpoint_and_imagenet_style_weights(
     fpn_model = _Model(build_resnet_fpn_backbone(cfg, INPUT_SHAPE))
     torch.manual_seed(2)
     bfp_model = _Model(build_resnet_bfp_backbone(cfg, INPUT_SHAPE))
-    refine_before = {k: v.clone() for k, v in bfp_model.state_dict().items()
-                     if k.startswith("backbone.refine.")}
+    refine_before = {
+        k: v.clone() for k, v in bfp_model.state_dict().items() if k.startswith("backbone.refine.")
+    }
     assert refine_before
     with tempfile.TemporaryDirectory() as d:
         DetectionCheckpointer(fpn_model, save_dir=d).save("fpn")

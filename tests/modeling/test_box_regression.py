@@ -1,5 +1,7 @@
 """libra_d2.modeling.box_regression: the one mapping from a box-regression loss type to a loss in
-delta space, and the dense (RPN / RetinaNet) loss that delegates Detectron2's types to Detectron2."""
+delta space, and the dense (RPN / RetinaNet) loss that delegates Detectron2's types to Detectron2.
+"""
+
 import pytest
 import torch
 from detectron2.config import get_cfg
@@ -18,7 +20,6 @@ from libra_d2.modeling.box_regression import (
 )
 
 PARAMS = {"alpha": 0.4, "gamma": 1.2, "beta": 0.5}  # (each test passes the form it checks)
-
 
 
 def deltas(n=50, seed=0):
@@ -56,7 +57,9 @@ def test_lgr_l1_dispatch_has_balanced_l1_gradient():
     assert torch.equal(out, lgr_l1_loss(pred.detach(), gt, reduction="sum", **PARAMS))
     (g_lgr,) = torch.autograd.grad(out, pred)
     # LGR-L1's gradient is that of the continuous form (the integral of Eq. 8)
-    bal = delta_regression_loss(pred, gt, "balanced_l1", balanced_l1=dict(PARAMS, form="continuous"))
+    bal = delta_regression_loss(
+        pred, gt, "balanced_l1", balanced_l1=dict(PARAMS, form="continuous")
+    )
     (g_bal,) = torch.autograd.grad(bal, pred)
     torch.testing.assert_close(g_lgr, g_bal)
 
@@ -82,11 +85,19 @@ def test_balanced_l1_params_from_config():
     cfg = get_cfg()
     add_libra_config(cfg)
     assert balanced_l1_params(cfg.MODEL.RETINANET.BALANCED_L1) == {
-        "alpha": 0.5, "gamma": 1.5, "beta": 0.11, "form": "reference"}
+        "alpha": 0.5,
+        "gamma": 1.5,
+        "beta": 0.11,
+        "form": "reference",
+    }
     cfg.MODEL.RPN.BALANCED_L1.ALPHA = 0.25
     cfg.MODEL.RPN.BALANCED_L1.FORM = "continuous"
     assert balanced_l1_params(cfg.MODEL.RPN.BALANCED_L1) == {
-        "alpha": 0.25, "gamma": 1.5, "beta": 1.0, "form": "continuous"}
+        "alpha": 0.25,
+        "gamma": 1.5,
+        "beta": 1.0,
+        "form": "continuous",
+    }
     cfg.MODEL.RPN.BALANCED_L1.FORM = "smooth"
     with pytest.raises(ValueError, match="FORM='smooth'"):
         balanced_l1_params(cfg.MODEL.RPN.BALANCED_L1)
@@ -107,7 +118,10 @@ def dense_case(n_img=2, seed=0):
         return torch.cat([xy, xy + wh], 1)
 
     anchors = [Boxes(boxes(40)), Boxes(boxes(24))]
-    pred = [torch.randn(n_img, 40, 4, generator=g) * 0.3, torch.randn(n_img, 24, 4, generator=g) * 0.3]
+    pred = [
+        torch.randn(n_img, 40, 4, generator=g) * 0.3,
+        torch.randn(n_img, 24, 4, generator=g) * 0.3,
+    ]
     gt = [boxes(64) for _ in range(n_img)]
     fg = torch.rand(n_img, 64, generator=g) < 0.3
     return anchors, Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0)), pred, gt, fg
@@ -116,7 +130,9 @@ def dense_case(n_img=2, seed=0):
 @pytest.mark.parametrize("loss_type,beta", [("smooth_l1", 0.0), ("smooth_l1", 0.1), ("giou", 0.0)])
 def test_dense_delegates_detectron2_types(loss_type, beta):
     case = dense_case()
-    ours = dense_box_regression_loss(*case, box_reg_loss_type=loss_type, smooth_l1_beta=beta, balanced_l1=PARAMS)
+    ours = dense_box_regression_loss(
+        *case, box_reg_loss_type=loss_type, smooth_l1_beta=beta, balanced_l1=PARAMS
+    )
     ref = _dense_box_regression_loss(*case, box_reg_loss_type=loss_type, smooth_l1_beta=beta)
     assert torch.equal(ours, ref)
 
@@ -138,7 +154,9 @@ def test_dense_libra_types_on_foreground_deltas(loss_type):
 def test_dense_unknown_type_error_names_libra_types():
     with pytest.raises(ValueError) as e:
         dense_box_regression_loss(*dense_case(), box_reg_loss_type="balanced_l2")
-    assert "balanced_l2" in str(e.value) and "balanced_l1" in str(e.value) and "lgr_l1" in str(e.value)
+    assert (
+        "balanced_l2" in str(e.value) and "balanced_l1" in str(e.value) and "lgr_l1" in str(e.value)
+    )
 
 
 def test_dense_empty_foreground():

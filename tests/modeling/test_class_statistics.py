@@ -24,7 +24,9 @@ from libra_d2.utils.comm import all_reduce_sum
 # --------------------------------------------------------------------------------------------------
 def test_gradient_ratio_by_hand():
     stats = ClassGradientRatio(4)
-    assert torch.equal(stats.ratio, torch.ones(4))  # g = 1 before any update: EFL starts as focal loss
+    assert torch.equal(
+        stats.ratio, torch.ones(4)
+    )  # g = 1 before any update: EFL starts as focal loss
     stats.update(torch.tensor([1.0, 0.0, 3.0, 2.0]), torch.tensor([2.0, 1.0, 1.0, 0.0]))
     assert torch.allclose(stats.pos_grad, torch.tensor([1.0, 0.0, 3.0, 2.0]))
     assert torch.allclose(stats.neg_grad, torch.tensor([2.0, 1.0, 1.0, 0.0]))
@@ -45,8 +47,8 @@ def test_gradient_ratio_by_hand():
 def test_mean_class_score_by_hand():
     stats = MeanClassScore(3, momentum=0.9, background_value=0.01)
     assert torch.allclose(stats.score, torch.full((4,), 0.01))
-    # class 0: n = 2 entries (0.5, 0.7) -> a^2 s + (1 - a^2) 0.6; class 2: n = 1 -> a s + (1 - a) 0.3;
-    # class 1: no entry -> unchanged; background entry -> reset to 0.01 whatever it was given
+    # class 0: n = 2 entries (0.5, 0.7) -> a^2 s + (1 - a^2) 0.6; class 2: n = 1 -> a s + (1 - a)
+    # 0.3; class 1: no entry -> unchanged; background entry -> reset to 0.01 whatever it was given
     stats.update(torch.tensor([0, 2, 0, 3]), torch.tensor([0.5, 0.3, 0.7, 0.9]))
     s0 = 0.81 * 0.01 + 0.19 * 0.6
     s2 = 0.9 * 0.01 + 0.1 * 0.3
@@ -133,7 +135,10 @@ def test_buffers_survive_state_dict_and_weights_only_load(tmp_path):
     # casting the model keeps the statistics fp32; .to(device) moves them
     model.half()
     assert model.fc.weight.dtype == torch.float16
-    assert model.grad_stats.pos_grad.dtype == torch.float32 and model.scores.score.dtype == torch.float32
+    assert (
+        model.grad_stats.pos_grad.dtype == torch.float32
+        and model.scores.score.dtype == torch.float32
+    )
     model.to("cpu")
     assert model.scores.score.device.type == "cpu"
 
@@ -241,12 +246,18 @@ def _worker(rank, world_size, init_file, out_dir):
         anchors = torch.arange(logits.shape[0]).chunk(world_size)[rank]
         entries = torch.arange(entry_classes.numel()).chunk(world_size)[rank]
         result = _run_statistics(
-            logits[anchors], targets[anchors], num_pos, entry_classes[entries], entry_values[entries]
+            logits[anchors],
+            targets[anchors],
+            num_pos,
+            entry_classes[entries],
+            entry_values[entries],
         )
         scores = MeanClassScore(NUM_CLASSES)
         scores.update(entry_classes[entries], entry_values[entries])
         result["fixed_size_score"] = scores.score.clone()
-        result["gathered_score"] = _gathered_reference_score(entry_classes[entries], entry_values[entries])
+        result["gathered_score"] = _gathered_reference_score(
+            entry_classes[entries], entry_values[entries]
+        )
         # non-contiguous input goes through a contiguous copy
         t = torch.arange(6, dtype=torch.float32).reshape(2, 3).t()
         result["noncontiguous"] = all_reduce_sum(t).clone()

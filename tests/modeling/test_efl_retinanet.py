@@ -1,6 +1,8 @@
 """EFLRetinaNet: RetinaNet's losses at s = 0; the normaliser; statistics buffers trained, logged,
 checkpointed; the ablation switches; ATSS against a hand computation; the IoU branch (loss and test
-score); every tiny EFL config trains; train_net.py end to end with the statistics in metrics.json."""
+score); every tiny EFL config trains; train_net.py end to end with the statistics in metrics.json.
+"""
+
 import json
 import math
 import os
@@ -9,37 +11,28 @@ import statistics
 import pytest
 import torch
 import torch.nn.functional as F
-from detectron2.checkpoint import DetectionCheckpointer
+from conftest import TINY_INPUT
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.modeling.meta_arch import RetinaNet
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from fvcore.nn import sigmoid_focal_loss_jit, smooth_l1_loss
+from tiny_models import cfg_from, dense_case
+from tiny_models import fixed_batched_inputs as batched_inputs
+from tiny_models import train_losses
 
-from conftest import TINY_INPUT
+from libra_d2.layers.equalized_focal_loss import EFLClassificationLoss
+from libra_d2.modeling import dense_efl
 from libra_d2.modeling.atss_matcher import ATSSMatcher
 from libra_d2.modeling.matcher import MATCHER_REGISTRY, build_matcher
 from libra_d2.modeling.meta_arch import EFLRetinaNet
-from libra_d2.modeling.meta_arch import efl_retinanet as efl_module
-from libra_d2.modeling.meta_arch.efl_retinanet import EFLClassificationLoss
-from libra_d2.utils.events import flush_deferred_scalars
-from tiny_models import cfg_from, dense_case, fixed_batched_inputs as batched_inputs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EFL_TINY = "configs/LT-Shapes/efl_retinanet_R_18_FPN_tiny.yaml"
 IMPROVED_TINY = "configs/LT-Shapes/efl_improved_baseline_R_18_FPN_tiny.yaml"
 LIBRA_EFL_TINY = "configs/LT-Shapes/libra_efl_retinanet_R_18_FPN_tiny.yaml"
 STAT_KEYS = ("efl.statistics.pos_grad", "efl.statistics.neg_grad")
-
-
-def train_losses(model, inputs, it=0):
-    torch.manual_seed(0)
-    with EventStorage(it) as storage:
-        losses = model(inputs)
-        flush_deferred_scalars(storage)
-        scalars = {k: v[0] for k, v in storage.latest().items()}
-    return losses, scalars
 
 
 # ----------------------------------------------------------------------------- registry / config
@@ -75,8 +68,10 @@ def test_scale_zero_equals_retinanet():
     """SCALE 0 with Detectron2's EMA normaliser: the losses (and gradients) are RetinaNet's, step
     after step, while the statistics are accumulated."""
     # Plain heads: Detectron2 0.6's RetinaNet cannot build the tiny config's GN heads.
-    cfg = cfg_from(EFL_TINY, **{"MODEL.EFL.SCALE": 0.0, "MODEL.EFL.LOSS_NORMALIZER": "ema",
-                                "MODEL.RETINANET.NORM": ""})
+    cfg = cfg_from(
+        EFL_TINY,
+        **{"MODEL.EFL.SCALE": 0.0, "MODEL.EFL.LOSS_NORMALIZER": "ema", "MODEL.RETINANET.NORM": ""},
+    )
     torch.manual_seed(0)
     ref = RetinaNet(cfg).train()
     ours = EFLRetinaNet(cfg).train()
@@ -98,7 +93,9 @@ def test_scale_zero_equals_retinanet():
                 sum(l_ref.values() if m is ref else l_ours.values()).backward()
             for (name, p_ref), p_ours in zip(ref.named_parameters(), ours.parameters()):
                 if p_ref.grad is not None:
-                    torch.testing.assert_close(p_ours.grad, p_ref.grad, rtol=1e-4, atol=1e-8, msg=name)
+                    torch.testing.assert_close(
+                        p_ours.grad, p_ref.grad, rtol=1e-4, atol=1e-8, msg=name
+                    )
             assert ours.efl.statistics.pos_grad.sum() > 0 and ours.efl.statistics.neg_grad.sum() > 0
     assert torch.all(ours.efl.focusing_factors()[0] == 2.0)
 
@@ -112,7 +109,9 @@ def test_num_pos_normalizer_all_reduced(monkeypatch):
     num_pos = int(fg.sum())
     target = F.one_hot(labels[valid], model.num_classes + 1)[:, :-1].float()
     focal = sigmoid_focal_loss_jit(logits[0][valid], target, alpha=0.25, gamma=2.0, reduction="sum")
-    gt_deltas = torch.stack([model.box2box_transform.get_deltas(anchors[0].tensor, b) for b in gt_boxes])
+    gt_deltas = torch.stack(
+        [model.box2box_transform.get_deltas(anchors[0].tensor, b) for b in gt_boxes]
+    )
     box = smooth_l1_loss(deltas[0][fg], gt_deltas[fg], beta=0.0, reduction="sum")
 
     with EventStorage():
@@ -121,8 +120,8 @@ def test_num_pos_normalizer_all_reduced(monkeypatch):
     torch.testing.assert_close(single["loss_box_reg"], box / num_pos)
 
     # Two processes, the other one with 10 positives: normaliser (num_pos + 10) / 2.
-    monkeypatch.setattr(efl_module.comm, "get_world_size", lambda: 2)
-    monkeypatch.setattr(efl_module, "all_reduce_sum", lambda t, group=None: t.add_(10.0))
+    monkeypatch.setattr(dense_efl.comm, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dense_efl, "all_reduce_sum", lambda t, group=None: t.add_(10.0))
     with EventStorage():
         double = model.losses(*case)
     normalizer = (num_pos + 10) / 2
@@ -131,51 +130,6 @@ def test_num_pos_normalizer_all_reduced(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- statistics
-
-
-def test_statistics_trained_and_survive_checkpoint(tmp_path):
-    model = build_model(cfg_from(EFL_TINY)).train()
-    losses, _ = train_losses(model, batched_inputs())
-    sum(losses.values()).backward()
-    state = model.state_dict()
-    pos, neg = state[STAT_KEYS[0]], state[STAT_KEYS[1]]
-    assert pos.dtype == neg.dtype == torch.float32
-    assert set(torch.nonzero(pos > 0)[:, 0].tolist()) == {1, 5, 31}  # the classes with positives
-    assert torch.all(neg > 0)
-    assert torch.all(model.efl.statistics.ratio[[1, 5, 31]] > 0)
-
-    # an evaluation pass leaves them alone
-    model.eval()
-    with torch.no_grad():
-        model(batched_inputs())
-    assert torch.equal(model.state_dict()[STAT_KEYS[0]], pos)
-
-    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("efl")
-    fresh = build_model(cfg_from(EFL_TINY))
-    assert torch.all(fresh.efl.statistics.pos_grad == 0)
-    DetectionCheckpointer(fresh).load(str(tmp_path / "efl.pth"))
-    for key in STAT_KEYS:
-        assert torch.equal(fresh.state_dict()[key], state[key]), key
-    torch.testing.assert_close(fresh.efl.focusing_factors()[0], model.efl.focusing_factors()[0])
-
-
-def test_statistics_logged_per_frequency_group():
-    model = build_model(cfg_from(EFL_TINY)).train()
-    _, scalars = train_losses(model, batched_inputs(), it=0)
-    gamma, weight = model.efl.focusing_factors()
-    groups = model.frequency_groups
-    ratio = model.efl.statistics.ratio
-    for name, values in (("grad_ratio", ratio), ("gamma", gamma), ("weight", weight)):
-        for group in ("r", "c", "f"):
-            members = [v for v, gr in zip(values.tolist(), groups) if gr == group]
-            assert scalars[f"efl/{name}/{group}"] == pytest.approx(sum(members) / len(members), rel=1e-6)
-        assert scalars[f"efl/{name}/all"] == pytest.approx(values.mean().item(), rel=1e-6)
-    _, off_period = train_losses(model, batched_inputs(), it=1)  # LOG_PERIOD 20
-    assert not any(k.startswith("efl/") for k in off_period)
-    model.frequency_groups = None  # no frequency information: the overall means only
-    _, overall = train_losses(model, batched_inputs(), it=40)
-    assert sorted(k for k in overall if k.startswith("efl/")) == [
-        "efl/gamma/all", "efl/grad_ratio/all", "efl/weight/all"]
 
 
 def test_focusing_and_weighting_switches():
@@ -217,21 +171,34 @@ def test_atss_hand_computed_case():
     GT3 [0,1,10,10]: a0 (.7111), a1 (.5714), a7 (.3516), a8 (.3057); thr .6752 -> a0, whose IoU
         with GT3 (.7111) beats GT0 (.6400): a0 goes to GT3.
     """
-    level0 = [_square(5, 5, 8), _square(7, 5, 8), _square(12, 5, 8), _square(30, 30, 8),
-              _square(11, 3, 8), _square(46, 46, 6), _square(52.2, 46, 14)]
+    level0 = [
+        _square(5, 5, 8),
+        _square(7, 5, 8),
+        _square(12, 5, 8),
+        _square(30, 30, 8),
+        _square(11, 3, 8),
+        _square(46, 46, 6),
+        _square(52.2, 46, 14),
+    ]
     level1 = [_square(4, 6, 16), _square(9, 5, 16), _square(20, 20, 16)]
     gt = torch.tensor([[0, 0, 10, 10], [8, 0, 20, 8], [40, 40, 52, 52], [0, 1, 10, 10]]).float()
     result = ATSSMatcher(topk=2).assign([torch.tensor(level0), torch.tensor(level1)], gt)
-    torch.testing.assert_close(result.iou_thresholds, torch.tensor([0.6071, 0.5292, 0.3070, 0.6752]),
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        result.iou_thresholds, torch.tensor([0.6071, 0.5292, 0.3070, 0.6752]), atol=1e-4, rtol=0
+    )
     assert result.match_labels.tolist() == [1, 0, 1, 0, 0, 0, 0, 0, 0, 0]
     assert result.matches[[0, 2]].tolist() == [3, 1]
     assert [sorted(c) for c in result.candidate_idxs.t().tolist()] == [
-        [0, 1, 7, 8], [2, 4, 7, 8], [5, 6, 8, 9], [0, 1, 7, 8]]
+        [0, 1, 7, 8],
+        [2, 4, 7, 8],
+        [5, 6, 8, 9],
+        [0, 1, 7, 8],
+    ]
 
 
 def _atss_by_loops(levels, gts, k):
     """The ATSS rule written out with Python lists (the reference of the vectorised matcher)."""
+
     def iou(a, b):
         iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
         ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -289,7 +256,9 @@ def test_atss_labels_in_the_detector():
     gt_instances = [x["instances"] for x in inputs]
     gt_labels, gt_boxes = model.label_anchors(anchors, gt_instances)
     for labels, boxes, inst in zip(gt_labels, gt_boxes, gt_instances):
-        matches, match_labels = model.anchor_matcher([a.tensor for a in anchors], inst.gt_boxes.tensor)
+        matches, match_labels = model.anchor_matcher(
+            [a.tensor for a in anchors], inst.gt_boxes.tensor
+        )
         pos = match_labels == 1
         assert pos.any() and torch.all(labels[~pos] == model.num_classes)
         assert torch.equal(labels[pos], inst.gt_classes[matches[pos]])
@@ -313,11 +282,13 @@ def test_iou_branch_test_score_is_product():
     logits, _, ious = captured["head"]
     K = model.num_classes
     for img, result in enumerate(results):
-        products = torch.cat([
-            lg[img].permute(1, 2, 0).reshape(-1, K).sigmoid()
-            * io[img].permute(1, 2, 0).reshape(-1, 1).sigmoid()
-            for lg, io in zip(logits, ious)
-        ]).flatten()
+        products = torch.cat(
+            [
+                lg[img].permute(1, 2, 0).reshape(-1, K).sigmoid()
+                * io[img].permute(1, 2, 0).reshape(-1, 1).sigmoid()
+                for lg, io in zip(logits, ious)
+            ]
+        ).flatten()
         scores = result["instances"].scores
         assert len(scores) > 0
         # every detection score is exactly one of the products sigmoid(cls) * sigmoid(iou)
@@ -329,8 +300,12 @@ def test_iou_branch_test_score_is_product():
 
     def record(anchors, box_cls, box_delta, image_size):
         seen.append(box_cls)
-        return Instances(image_size, pred_boxes=Boxes(torch.zeros(0, 4)), scores=torch.zeros(0),
-                         pred_classes=torch.zeros(0, dtype=torch.int64))
+        return Instances(
+            image_size,
+            pred_boxes=Boxes(torch.zeros(0, 4)),
+            scores=torch.zeros(0),
+            pred_classes=torch.zeros(0, dtype=torch.int64),
+        )
 
     model.inference_single_image = record
     captured.clear()
@@ -354,22 +329,29 @@ def test_iou_branch_loss_by_hand():
     fg = (labels >= 0) & (labels != model.num_classes)
     total = 0.0
     for n, r in torch.nonzero(fg).tolist():
-        box = model.box2box_transform.apply_deltas(deltas[0][n, r:r + 1], anchors[0].tensor[r:r + 1])[0]
+        box = model.box2box_transform.apply_deltas(
+            deltas[0][n, r : r + 1], anchors[0].tensor[r : r + 1]
+        )[0]
         gt = gt_boxes[n][r]
         iw = (torch.min(box[2], gt[2]) - torch.max(box[0], gt[0])).clamp(min=0)
         ih = (torch.min(box[3], gt[3]) - torch.max(box[1], gt[1])).clamp(min=0)
         inter = iw * ih
         union = (box[2] - box[0]) * (box[3] - box[1]) + (gt[2] - gt[0]) * (gt[3] - gt[1]) - inter
         t, x = (inter / union).item(), pred_iou[0][n, r, 0].item()
-        total += -(t * math.log(1 / (1 + math.exp(-x))) + (1 - t) * math.log(1 - 1 / (1 + math.exp(-x))))
+        total += -(
+            t * math.log(1 / (1 + math.exp(-x))) + (1 - t) * math.log(1 - 1 / (1 + math.exp(-x)))
+        )
     assert losses["loss_iou"].item() == pytest.approx(total / int(fg.sum()), rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- tiny configs
 
 
-@pytest.mark.parametrize("config", [EFL_TINY, IMPROVED_TINY, LIBRA_EFL_TINY],
-                         ids=["efl", "improved_baseline", "libra_efl"])
+@pytest.mark.parametrize(
+    "config",
+    [EFL_TINY, IMPROVED_TINY, LIBRA_EFL_TINY],
+    ids=["efl", "improved_baseline", "libra_efl"],
+)
 def test_tiny_config_trains_one_step(config):
     model = build_model(cfg_from(config)).train()
     losses, scalars = train_losses(model, batched_inputs())
@@ -387,8 +369,16 @@ def test_tiny_config_trains_one_step(config):
 def test_train_net_end_to_end_logs_statistics(run_script, tmp_path):
     out = tmp_path / "efl"
     run_script(
-        "projects/train_net.py", "--config-file", EFL_TINY, "SOLVER.MAX_ITER", "3",
-        "DATASETS.TEST", "()", "OUTPUT_DIR", str(out), *TINY_INPUT,
+        "projects/train_net.py",
+        "--config-file",
+        EFL_TINY,
+        "SOLVER.MAX_ITER",
+        "3",
+        "DATASETS.TEST",
+        "()",
+        "OUTPUT_DIR",
+        str(out),
+        *TINY_INPUT,
     )
     with open(out / "metrics.json") as f:
         records = [json.loads(line) for line in f if line.strip()]

@@ -1,4 +1,5 @@
 """Tests for libra_d2.modeling.feature_memory (LOCE MFS: box jitter, feature memory, sampler)."""
+
 import collections
 import io
 
@@ -24,8 +25,8 @@ def _random_gt(n, seed, img=(600, 800)):
 def _iou_to_own_gt(gt, jittered, num_jitter):
     ious = []
     for i in range(gt.shape[0]):
-        block = jittered[i * num_jitter:(i + 1) * num_jitter]
-        ious.append(pairwise_iou(Boxes(gt[i:i + 1]), Boxes(block))[0])
+        block = jittered[i * num_jitter : (i + 1) * num_jitter]
+        ious.append(pairwise_iou(Boxes(gt[i : i + 1]), Boxes(block))[0])
     return torch.cat(ious)
 
 
@@ -35,7 +36,7 @@ def test_jitter_shape_order_and_displacement_range():
     out = jitter_boxes(gt, num_jitter=5000, generator=torch.Generator().manual_seed(0))
     assert out.shape == (10000, 4) and out.dtype == torch.float64
     for i in range(2):
-        block = out[i * 5000:(i + 1) * 5000]
+        block = out[i * 5000 : (i + 1) * 5000]
         w, h = gt[i, 2] - gt[i, 0], gt[i, 3] - gt[i, 1]
         d = (block - gt[i]) / torch.stack([w, h, w, h]) * 6.0  # normalised to [-1, 1]
         assert d.abs().max() <= 1.0 + 1e-9
@@ -51,7 +52,9 @@ def test_jitter_shape_order_and_displacement_range():
 
 def test_jitter_clipped_inside_image():
     h, w = 100, 120
-    gt = torch.tensor([[0.0, 0.0, 60.0, 50.0], [60.0, 40.0, 120.0, 100.0], [1.0, 90.0, 119.0, 100.0]])
+    gt = torch.tensor(
+        [[0.0, 0.0, 60.0, 50.0], [60.0, 40.0, 120.0, 100.0], [1.0, 90.0, 119.0, 100.0]]
+    )
     g = torch.Generator().manual_seed(1)
     out = jitter_boxes(gt, num_jitter=500, image_size=(h, w), generator=g)
     assert (out[:, 0] >= 0).all() and (out[:, 2] <= w).all()
@@ -80,13 +83,17 @@ def test_jitter_iou_distribution_and_analytic_worst_case():
     # empirical distribution of the generator (clipped to the image, GT inside the image)
     num_jitter = 2000
     gt = _random_gt(100, seed=3)
-    out = jitter_boxes(gt, num_jitter=num_jitter, image_size=(600, 800),
-                       generator=torch.Generator().manual_seed(4))
+    out = jitter_boxes(
+        gt, num_jitter=num_jitter, image_size=(600, 800), generator=torch.Generator().manual_seed(4)
+    )
     iou = _iou_to_own_gt(gt, out, num_jitter)
     frac_pos = float((iou > 0.5).float().mean())
-    print(f"\njitter IoU over {iou.numel()} boxes: min {float(iou.min()):.4f} (bound {WORST_IOU:.4f}), "
-          f"mean {float(iou.mean()):.4f}, frac > 0.5 {frac_pos:.5f}, "
-          f"q01 {float(iou.quantile(0.01)):.4f}, frac > 0.7 {float((iou > 0.7).float().mean()):.4f}")
+    print(
+        f"\njitter IoU over {iou.numel()} boxes: min {float(iou.min()):.4f} (bound "
+        f"{WORST_IOU:.4f}), "
+        f"mean {float(iou.mean()):.4f}, frac > 0.5 {frac_pos:.5f}, "
+        f"q01 {float(iou.quantile(0.01)):.4f}, frac > 0.7 {float((iou > 0.7).float().mean()):.4f}"
+    )
     assert float(iou.min()) >= WORST_IOU - 1e-5
     assert 0.999 < frac_pos < 1.0  # ~1e-4 of the boxes fall below 0.5 (deterministic seed)
     assert 0.70 < float(iou.mean()) < 0.75
@@ -95,13 +102,19 @@ def test_jitter_iou_distribution_and_analytic_worst_case():
 def test_jitter_min_iou_filter():
     gt = _random_gt(30, seed=5)
     for thr in (0.5, 0.8):
-        out = jitter_boxes(gt, num_jitter=200, image_size=(600, 800), min_iou=thr,
-                           generator=torch.Generator().manual_seed(6))
+        out = jitter_boxes(
+            gt,
+            num_jitter=200,
+            image_size=(600, 800),
+            min_iou=thr,
+            generator=torch.Generator().manual_seed(6),
+        )
         assert out.shape == (6000, 4)
         assert float(_iou_to_own_gt(gt, out, 200).min()) >= thr - 1e-6
     # fallback to the GT box when re-drawing cannot succeed
-    out = jitter_boxes(gt, num_jitter=3, min_iou=0.999, max_rounds=0,
-                       generator=torch.Generator().manual_seed(0))
+    out = jitter_boxes(
+        gt, num_jitter=3, min_iou=0.999, max_rounds=0, generator=torch.Generator().manual_seed(0)
+    )
     torch.testing.assert_close(out, gt.repeat_interleave(3, dim=0))
 
 
@@ -237,7 +250,9 @@ def test_sample_returns_only_stored_items():
     g = torch.Generator().manual_seed(0)
     hist = collections.Counter()
     for _ in range(400):
-        f, t, lab = mem.sample(torch.tensor([0, 1, 3, 0, 2]), 3, generator=g)  # class 3 empty: skipped
+        f, t, lab = mem.sample(
+            torch.tensor([0, 1, 3, 0, 2]), 3, generator=g
+        )  # class 3 empty: skipped
         assert f.shape == (12, *FS) and t.shape == (12, 4) and lab.shape == (12,)
         assert lab.tolist() == [0] * 3 + [1] * 3 + [0] * 3 + [2] * 3
         fid = f.reshape(12, -1)
@@ -257,14 +272,18 @@ def test_sample_returns_only_stored_items():
 
 def test_device_and_dtype_arguments_cpu():
     mem = FeatureMemory(num_classes=2, queue_size=3, feature_shape=FS, device="cpu")
-    assert all(t.device.type == "cpu" for t in (mem.features, mem.targets, mem.count, mem.write_ptr))
+    assert all(
+        t.device.type == "cpu" for t in (mem.features, mem.targets, mem.count, mem.write_ptr)
+    )
     mem.push(*_items([1, 2]), torch.tensor([1, 1]))
     f, t, lab = mem.sample(torch.tensor([1]), 2, device=torch.device("cpu"), dtype=torch.float64)
     assert f.device.type == t.device.type == lab.device.type == "cpu"
     assert f.dtype == torch.float64 and t.dtype == torch.float32 and lab.dtype == torch.long
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run by dev/gpu_check.sh)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (run by dev/gpu_check.sh)"
+)
 @pytest.mark.cuda
 def test_device_placement_cuda():
     mem = FeatureMemory(num_classes=2, queue_size=3, feature_shape=FS, device="cpu")
@@ -301,8 +320,9 @@ def test_sampler_frequencies_follow_inverse_scores():
     scores = torch.tensor([0.5, 0.1, 0.02, 0.3, 0.01, 0.9, 0.05])
     available = torch.tensor([True, True, True, True, False, True, True])
     n = 200_000
-    draws = sample_memory_classes(scores, k=n, available=available,
-                                  generator=torch.Generator().manual_seed(0))
+    draws = sample_memory_classes(
+        scores, k=n, available=available, generator=torch.Generator().manual_seed(0)
+    )
     assert draws.shape == (n,) and draws.dtype == torch.long
     counts = torch.bincount(draws, minlength=7).double()
     assert counts[4] == 0  # unavailable class never drawn, despite the lowest score

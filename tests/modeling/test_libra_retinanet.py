@@ -1,5 +1,6 @@
 """LibraRetinaNet: exactly Detectron2's RetinaNet with a Detectron2 box loss type; Balanced L1 /
 LGR-L1 when selected; config reading; the tiny Libra RetinaNet config trains end to end."""
+
 import os
 
 import pytest
@@ -8,23 +9,15 @@ from detectron2.config import get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.modeling.meta_arch import RetinaNet
 from detectron2.utils.events import EventStorage
+from tiny_models import cfg_from, dense_case
+from tiny_models import fixed_batched_inputs as batched_inputs
+from tiny_models import train_losses
 
 from libra_d2.layers.balanced_l1 import balanced_l1_loss
 from libra_d2.layers.gradient_reweighting import lgr_l1_loss
 from libra_d2.modeling.meta_arch import LibraRetinaNet
-from libra_d2.utils.events import flush_deferred_scalars
-from tiny_models import cfg_from, dense_case, fixed_batched_inputs as batched_inputs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def train_losses(model, inputs):
-    torch.manual_seed(0)
-    with EventStorage() as storage:
-        losses = model(inputs)
-        flush_deferred_scalars(storage)
-        scalars = {k: v[0] for k, v in storage.latest().items()}
-    return losses, scalars
 
 
 # ----------------------------------------------------------------------------- registry / config
@@ -36,8 +29,8 @@ def test_registered_and_config():
     model = build_model(cfg)
     assert isinstance(model, LibraRetinaNet)
     assert model.box_reg_loss_type == "balanced_l1"
-    # the tiny config trains the continuous form (its measured table's); the default is "reference"
-    assert model.balanced_l1 == {"alpha": 0.5, "gamma": 1.5, "beta": 0.11, "form": "continuous"}
+    # the tiny config trains the reference form, as the COCO config (measured better over 3 seeds)
+    assert model.balanced_l1 == {"alpha": 0.5, "gamma": 1.5, "beta": 0.11, "form": "reference"}
     assert model.backbone.refine_level == 1  # BFP refined at P4 of P3-P7
 
 
@@ -57,7 +50,10 @@ def test_missing_libra_config_is_named():
 def test_equals_detectron2_retinanet(loss_type):
     cfg = cfg_from(
         "configs/LT-Shapes/retinanet_R_18_FPN_tiny.yaml",
-        **{"MODEL.RETINANET.BBOX_REG_LOSS_TYPE": loss_type, "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA": 0.1},
+        **{
+            "MODEL.RETINANET.BBOX_REG_LOSS_TYPE": loss_type,
+            "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA": 0.1,
+        },
     )
     torch.manual_seed(0)
     ref = RetinaNet(cfg).train()
@@ -74,7 +70,9 @@ def test_equals_detectron2_retinanet(loss_type):
     assert ref.loss_normalizer == ours.loss_normalizer
 
 
-@pytest.mark.parametrize("loss_type,fn", [("balanced_l1", balanced_l1_loss), ("lgr_l1", lgr_l1_loss)])
+@pytest.mark.parametrize(
+    "loss_type,fn", [("balanced_l1", balanced_l1_loss), ("lgr_l1", lgr_l1_loss)]
+)
 def test_libra_box_loss_used_when_selected(loss_type, fn):
     cfg = cfg_from("configs/LT-Shapes/libra_retinanet_R_18_FPN_tiny.yaml")
     cfg.MODEL.RETINANET.BBOX_REG_LOSS_TYPE = loss_type
@@ -85,8 +83,10 @@ def test_libra_box_loss_used_when_selected(loss_type, fn):
         libra = ours.losses(*case)
         smooth = plain.losses(*case)
     fg = (torch.stack(gt_labels) >= 0) & (torch.stack(gt_labels) != ours.num_classes)
-    gt_deltas = torch.stack([ours.box2box_transform.get_deltas(anchors[0].tensor, b) for b in gt_boxes])
-    kwargs = {"form": "continuous"} if fn is balanced_l1_loss else {}
+    gt_deltas = torch.stack(
+        [ours.box2box_transform.get_deltas(anchors[0].tensor, b) for b in gt_boxes]
+    )
+    kwargs = {"form": "reference"} if fn is balanced_l1_loss else {}
     hand = fn(deltas[0][fg], gt_deltas[fg], 0.5, 1.5, 0.11, reduction="sum", **kwargs)
     normalizer = 0.9 * 100 + 0.1 * fg.sum().item()  # RetinaNet's EMA, first step
     torch.testing.assert_close(libra["loss_box_reg"], hand / normalizer)

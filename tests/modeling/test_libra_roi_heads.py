@@ -1,5 +1,6 @@
 """LibraROIHeads / LibraFastRCNNOutputLayers: Detectron2's behaviour when every Libra option is
 off, and each option doing what the paper's closed forms say when on."""
+
 import os
 
 import pytest
@@ -9,6 +10,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from tiny_models import random_batched_inputs as batched_inputs
+from tiny_models import tiny_cfg
 
 import libra_d2
 from libra_d2.layers.balanced_l1 import balanced_l1_loss
@@ -16,7 +19,6 @@ from libra_d2.layers.class_reweighting import bcr_sigmoid_ce_loss
 from libra_d2.layers.gradient_reweighting import lgr_cross_entropy
 from libra_d2.modeling.roi_heads import LibraFastRCNNOutputLayers, LibraROIHeads
 from libra_d2.utils.events import flush_deferred_scalars
-from tiny_models import random_batched_inputs as batched_inputs, tiny_cfg
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -58,8 +60,14 @@ def test_iou_balanced_sampling_picks_harder_negatives():
     fractions = {}
     for neg in ("random", "iou_balanced"):
         model = build_model(
-            tiny_cfg("MODEL.ROI_HEADS.NAME", "LibraROIHeads", "MODEL.ROI_HEADS.SAMPLER.NEG", neg,
-                     "MODEL.ROI_HEADS.SAMPLER.IOU_UPPER", 0.5)
+            tiny_cfg(
+                "MODEL.ROI_HEADS.NAME",
+                "LibraROIHeads",
+                "MODEL.ROI_HEADS.SAMPLER.NEG",
+                neg,
+                "MODEL.ROI_HEADS.SAMPLER.IOU_UPPER",
+                0.5,
+            )
         )
         torch.manual_seed(0)
         model.load_state_dict(build_model(tiny_cfg()).state_dict())
@@ -88,7 +96,9 @@ def _fg_deltas(predictor, predictions, props):
     _, deltas = predictions
     fg = (props.gt_classes < 32).nonzero().squeeze(1)
     pred = deltas.view(-1, 32, 4)[fg, props.gt_classes[fg]]
-    gt = predictor.box2box_transform.get_deltas(props.proposal_boxes.tensor[fg], props.gt_boxes.tensor[fg])
+    gt = predictor.box2box_transform.get_deltas(
+        props.proposal_boxes.tensor[fg], props.gt_boxes.tensor[fg]
+    )
     return pred, gt
 
 
@@ -113,12 +123,15 @@ def test_classification_losses_match_closed_forms(cls_loss, lt_shapes_tiny):
     scores = predictions[0]
     if cls_loss == "lgr_ce":
         expected = lgr_cross_entropy(scores, props.gt_classes, alpha=0.8, gamma=1.0)
-        assert not torch.allclose(expected, torch.nn.functional.cross_entropy(scores, props.gt_classes))
+        assert not torch.allclose(
+            expected, torch.nn.functional.cross_entropy(scores, props.gt_classes)
+        )
     else:
         w = predictor.bcr_class_weights
         assert w.shape == (32,)
-        expected = bcr_sigmoid_ce_loss(scores, props.gt_classes, w, reduction="mean",
-                                       exclude_background_rois=True)  # the config default
+        expected = bcr_sigmoid_ce_loss(
+            scores, props.gt_classes, w, reduction="mean", exclude_background_rois=True
+        )  # the config default
         probs = predictor.predict_probs(predictions, [props])[0]
         torch.testing.assert_close(probs, torch.sigmoid(scores))
     torch.testing.assert_close(losses["loss_cls"], expected)
@@ -147,7 +160,9 @@ def test_unknown_cls_loss_type_is_clear():
 def test_full_libra_faster_rcnn_trains(lt_shapes_tiny):
     cfg = get_cfg()
     libra_d2.add_libra_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs/LT-Shapes/libra_faster_rcnn_R_18_FPN_tiny.yaml"))
+    cfg.merge_from_file(
+        os.path.join(REPO_ROOT, "configs/LT-Shapes/libra_faster_rcnn_R_18_FPN_tiny.yaml")
+    )
     model = build_model(cfg)
     losses, _ = losses_of(model, batched_inputs())
     total = sum(losses.values())

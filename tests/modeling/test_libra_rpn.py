@@ -1,5 +1,6 @@
 """LibraRPN: exactly Detectron2's RPN with the Libra options off; balanced sampling and Balanced L1
 when on; config reading; the tiny Libra RPN config trains end to end."""
+
 import os
 
 import pytest
@@ -8,8 +9,11 @@ from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.modeling.matcher import Matcher
-from detectron2.modeling.proposal_generator import PROPOSAL_GENERATOR_REGISTRY, RPN
-from detectron2.modeling.proposal_generator import build_proposal_generator
+from detectron2.modeling.proposal_generator import (
+    PROPOSAL_GENERATOR_REGISTRY,
+    RPN,
+    build_proposal_generator,
+)
 from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
 from detectron2.utils.events import EventStorage
 
@@ -24,7 +28,6 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 STRIDES = {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
 CHANNELS = 64  # Base-Tiny's FPN
 SHAPES = {k: ShapeSpec(channels=CHANNELS, stride=s) for k, s in STRIDES.items()}
-
 
 
 def tiny_cfg():
@@ -56,7 +59,9 @@ def gt_instances(size, boxes_per_image):
 def inputs(size=64, seed=0):
     """(images, features, gt) for two size x size images with a few GT boxes."""
     g = torch.Generator().manual_seed(seed)
-    feats = {k: torch.randn(2, CHANNELS, size // s, size // s, generator=g) for k, s in STRIDES.items()}
+    feats = {
+        k: torch.randn(2, CHANNELS, size // s, size // s, generator=g) for k, s in STRIDES.items()
+    }
     images = ImageList(torch.zeros(2, 3, size, size), [(size, size), (size, size - 4)])
     gt = gt_instances(
         (size, size), [[[4, 6, 30, 40], [20, 10, 60, 50], [40, 40, 56, 60]], [[10, 12, 50, 44]]]
@@ -149,7 +154,9 @@ def test_balanced_l1_used_when_selected():
         smooth = ours.losses(anchors, logits, gt_labels, pred, gt_boxes)["loss_rpn_loc"]
     fg = torch.stack(gt_labels) == 1
     all_anchors = Boxes.cat(anchors).tensor
-    gt_deltas = torch.stack([ours.box2box_transform.get_deltas(all_anchors, b) for b in gt_boxes])[fg]
+    gt_deltas = torch.stack([ours.box2box_transform.get_deltas(all_anchors, b) for b in gt_boxes])[
+        fg
+    ]
     hand = balanced_l1_loss(torch.cat(pred, 1)[fg], gt_deltas, 0.5, 1.5, 0.5, reduction="sum")
     hand = hand / (cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE * 2) * cfg.MODEL.RPN.BBOX_REG_LOSS_WEIGHT
     assert fg.sum() > 0
@@ -199,14 +206,20 @@ def test_iou_balanced_with_plain_matcher_and_empty_image():
     """A plain Detectron2 Matcher given to the constructor works too; an image without GT gets
     only negatives (max IoU 0)."""
     cfg = tiny_cfg()
-    matcher = Matcher(cfg.MODEL.RPN.IOU_THRESHOLDS, cfg.MODEL.RPN.IOU_LABELS, allow_low_quality_matches=True)
+    matcher = Matcher(
+        cfg.MODEL.RPN.IOU_THRESHOLDS, cfg.MODEL.RPN.IOU_LABELS, allow_low_quality_matches=True
+    )
     _, ours = pair(cfg, sampling=LibraSamplingConfig.libra(iou_upper=0.3), anchor_matcher=matcher)
     images, feats, gt = inputs()
     gt[1] = gt_instances((64, 64), [[]])[0]
     _, losses, scalars = run(ours, images, feats, gt)
     assert all(torch.isfinite(v) for v in losses.values())
-    labels, _ = ours.label_and_sample_anchors(ours.anchor_generator([feats[k] for k in STRIDES]), gt)
-    assert (labels[1] == 1).sum() == 0 and (labels[1] == 0).sum() == cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE
+    labels, _ = ours.label_and_sample_anchors(
+        ours.anchor_generator([feats[k] for k in STRIDES]), gt
+    )
+    assert (labels[1] == 1).sum() == 0 and (
+        labels[1] == 0
+    ).sum() == cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -220,7 +233,11 @@ def test_tiny_libra_rpn_config_trains():
     assert isinstance(model.proposal_generator, LibraRPN)
     assert model.proposal_generator.box_reg_loss_type == "balanced_l1"
     sampling = model.proposal_generator.sampling
-    assert (sampling.pos_sampling, sampling.neg_sampling, sampling.iou_upper) == ("instance", "iou_balanced", 0.3)
+    assert (sampling.pos_sampling, sampling.neg_sampling, sampling.iou_upper) == (
+        "instance",
+        "iou_balanced",
+        0.3,
+    )
     gt = gt_instances((64, 64), [[[4, 6, 30, 40], [20, 10, 60, 50]], [[10, 12, 50, 44]]])
     g = torch.Generator().manual_seed(0)
     batched = [{"image": torch.rand(3, 64, 64, generator=g) * 255, "instances": x} for x in gt]

@@ -1,11 +1,13 @@
 """LOCE's box predictor and ROI heads: EBL through the predictor, the mean-score update from the
 positives of each GT, memory rows in both losses, track-only mode = Libra's losses."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from tiny_models import fixed_batched_inputs, tiny_cfg
 
 from libra_d2.modeling.feature_memory import FeatureMemory
 from libra_d2.modeling.roi_heads import (
@@ -15,7 +17,6 @@ from libra_d2.modeling.roi_heads import (
     MemoryBatch,
 )
 from libra_d2.modeling.roi_heads.loce_roi_heads import GT_INDEX_FIELD
-from tiny_models import fixed_batched_inputs, tiny_cfg
 
 C = 32
 
@@ -31,10 +32,16 @@ def predictor(cls=LOCEFastRCNNOutputLayers, *opts, seed=0):
 def proposals_fixture():
     """Two images: image 0 has GTs 0 (class 3) and 1 (class 7); image 1 has GT 0 (class 3)."""
     p0 = Instances((64, 64))
-    p0.proposal_boxes = Boxes(torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 40, 40],
-                                            [5, 5, 9, 9]], dtype=torch.float32))
-    p0.gt_boxes = Boxes(torch.tensor([[0, 0, 10, 12], [0, 0, 10, 12], [21, 20, 40, 41],
-                                      [0, 0, 10, 12]], dtype=torch.float32))
+    p0.proposal_boxes = Boxes(
+        torch.tensor(
+            [[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 40, 40], [5, 5, 9, 9]], dtype=torch.float32
+        )
+    )
+    p0.gt_boxes = Boxes(
+        torch.tensor(
+            [[0, 0, 10, 12], [0, 0, 10, 12], [21, 20, 40, 41], [0, 0, 10, 12]], dtype=torch.float32
+        )
+    )
     p0.gt_classes = torch.tensor([3, 3, 7, C])  # last one background
     p0.set(GT_INDEX_FIELD, torch.tensor([0, 0, 1, 0]))
     p1 = Instances((64, 64))
@@ -86,7 +93,7 @@ def test_mean_score_update_equals_hand_computation():
     a = 0.9
     e3 = [(probs[0, 3] + probs[1, 3]) / 2, probs[4, 3]]
     expect = torch.full((C + 1,), 0.01)
-    expect[3] = a ** 2 * 0.01 + (1 - a ** 2) * (e3[0] + e3[1]) / 2
+    expect[3] = a**2 * 0.01 + (1 - a**2) * (e3[0] + e3[1]) / 2
     expect[7] = a * 0.01 + (1 - a) * probs[2, 7]
     expect[5] = a * 0.01 + (1 - a) * (mprobs[0, 5] + mprobs[1, 5]) / 2
     expect[9] = a * 0.01 + (1 - a) * mprobs[2, 9]
@@ -130,12 +137,15 @@ def test_memory_rows_enter_both_losses():
     assert torch.allclose(both["loss_cls"], F.cross_entropy(scores, all_labels))
     # regression: (proposal sum + memory sum) / all rows, memory deltas of each row's own class
     mem_pred = deltas[n:].view(nm, C, 4)[torch.arange(nm), labels]
-    mem_sum = F.smooth_l1_loss(mem_pred, targets, beta=pred.smooth_l1_beta, reduction="sum") \
-        if pred.smooth_l1_beta > 0 else (mem_pred - targets).abs().sum()
+    mem_sum = (
+        F.smooth_l1_loss(mem_pred, targets, beta=pred.smooth_l1_beta, reduction="sum")
+        if pred.smooth_l1_beta > 0
+        else (mem_pred - targets).abs().sum()
+    )
     assert torch.allclose(both["loss_box_reg"], (base["loss_box_reg"] * n + mem_sum) / (n + nm))
     # gradients reach the memory rows through both losses
-    g_cls, = torch.autograd.grad(both["loss_cls"], mem_x, retain_graph=True)
-    g_reg, = torch.autograd.grad(both["loss_box_reg"], mem_x)
+    (g_cls,) = torch.autograd.grad(both["loss_cls"], mem_x, retain_graph=True)
+    (g_reg,) = torch.autograd.grad(both["loss_box_reg"], mem_x)
     assert g_cls.abs().sum() > 0 and g_reg.abs().sum() > 0
     with pytest.raises(ValueError, match="prediction rows"):
         pred.losses((scores[:8], deltas[:8]), props, memory=memory)
@@ -199,17 +209,31 @@ def test_jittered_targets_decode_to_the_gt():
 
 def test_config_errors():
     with pytest.raises(ValueError, match="CLS_LOSS_TYPE"):
-        predictor(LOCEFastRCNNOutputLayers, "MODEL.LOCE.EQUILIBRIUM_LOSS", True,
-                  "MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE", "lgr_ce")
+        predictor(
+            LOCEFastRCNNOutputLayers,
+            "MODEL.LOCE.EQUILIBRIUM_LOSS",
+            True,
+            "MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE",
+            "lgr_ce",
+        )
     with pytest.raises(ValueError, match="BBOX_REG_LOSS_TYPE"):
-        build_model(tiny_cfg("MODEL.ROI_HEADS.NAME", "LOCEROIHeads", "MODEL.LOCE.MFS.ENABLED", True,
-                             "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE", "giou"))
+        build_model(
+            tiny_cfg(
+                "MODEL.ROI_HEADS.NAME",
+                "LOCEROIHeads",
+                "MODEL.LOCE.MFS.ENABLED",
+                True,
+                "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE",
+                "giou",
+            )
+        )
 
 
 def test_mean_scores_are_checkpointed_and_inference_ignores_them():
     torch.manual_seed(0)
-    model = build_model(tiny_cfg("MODEL.ROI_HEADS.NAME", "LOCEROIHeads",
-                                 "MODEL.LOCE.EQUILIBRIUM_LOSS", True))
+    model = build_model(
+        tiny_cfg("MODEL.ROI_HEADS.NAME", "LOCEROIHeads", "MODEL.LOCE.EQUILIBRIUM_LOSS", True)
+    )
     assert "roi_heads.box_predictor.mean_score.score" in model.state_dict()
     pred = model.roi_heads.box_predictor
     pred.eval()

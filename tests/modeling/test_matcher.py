@@ -1,4 +1,5 @@
 """Tests of libra_d2.modeling.matcher (MaxIoUMatcher, MATCHER_REGISTRY, build_matcher)."""
+
 import pytest
 import torch
 from detectron2.modeling.matcher import Matcher
@@ -6,7 +7,6 @@ from detectron2.structures import Boxes, pairwise_iou
 
 from libra_d2.modeling.matcher import (
     MATCHER_REGISTRY,
-    IoUMatcher,
     MatchResult,
     MaxIoUMatcher,
     build_matcher,
@@ -46,7 +46,9 @@ def test_max_ious_and_detectron2_contract(kwargs):
 
 def test_low_quality_matches_keep_their_raw_iou():
     iou = torch.tensor([[0.2, 0.1, 0.0], [0.0, 0.05, 0.9]])
-    res = MaxIoUMatcher([0.3, 0.7], [0, -1, 1], allow_low_quality_matches=True).match_with_quality(iou)
+    res = MaxIoUMatcher([0.3, 0.7], [0, -1, 1], allow_low_quality_matches=True).match_with_quality(
+        iou
+    )
     assert res.match_labels.tolist() == [1, 0, 1]
     assert torch.allclose(res.max_ious, torch.tensor([0.2, 0.1, 0.9]))
 
@@ -55,7 +57,10 @@ def test_low_quality_matches_keep_their_raw_iou():
 def test_no_ground_truth(kwargs):
     res = MaxIoUMatcher(**kwargs).match_with_quality(torch.zeros(0, 7))
     assert res.matches.tolist() == [0] * 7
-    assert res.match_labels.tolist() == [kwargs["labels"][0]] * 7 and res.match_labels.dtype == torch.int8
+    assert (
+        res.match_labels.tolist() == [kwargs["labels"][0]] * 7
+        and res.match_labels.dtype == torch.int8
+    )
     assert res.max_ious.tolist() == [0.0] * 7
     res = MaxIoUMatcher(**kwargs).match_with_quality(torch.zeros(3, 0))
     assert res.matches.numel() == res.match_labels.numel() == res.max_ious.numel() == 0
@@ -65,8 +70,9 @@ def test_no_ground_truth(kwargs):
 
 def test_registry_and_builder():
     assert "MaxIoUMatcher" in MATCHER_REGISTRY
-    assert IoUMatcher is MaxIoUMatcher
-    m = build_matcher("MaxIoUMatcher", thresholds=[0.4, 0.5], labels=[0, -1, 1], allow_low_quality_matches=True)
+    m = build_matcher(
+        "MaxIoUMatcher", thresholds=[0.4, 0.5], labels=[0, -1, 1], allow_low_quality_matches=True
+    )
     assert isinstance(m, MaxIoUMatcher) and isinstance(m, Matcher)
     assert m.thresholds[1:-1] == [0.4, 0.5] and m.allow_low_quality_matches
     with pytest.raises(KeyError) as err:
@@ -94,8 +100,15 @@ def test_matcher_feeds_the_iou_balanced_sampler():
     labels = gt_classes[res.matches]
     labels[res.match_labels == 0] = 5
     pos, neg = libra_subsample_labels(
-        labels, 256, 0.25, 5, max_ious=res.max_ious, matched_idxs=res.matches,
-        pos_sampling="instance", neg_sampling="iou_balanced", generator=torch.Generator().manual_seed(0),
+        labels,
+        256,
+        0.25,
+        5,
+        max_ious=res.max_ious,
+        matched_idxs=res.matches,
+        pos_sampling="instance",
+        neg_sampling="iou_balanced",
+        generator=torch.Generator().manual_seed(0),
     )
     assert (res.max_ious[pos] >= 0.5).all() and (res.max_ious[neg] < 0.5).all()
     assert neg.numel() == min(int((labels == 5).sum()), 256 - pos.numel())

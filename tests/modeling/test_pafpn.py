@@ -3,8 +3,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone
@@ -13,6 +11,7 @@ from detectron2.modeling.backbone.fpn import (
     build_resnet_fpn_backbone,
     build_retinanet_resnet_fpn_backbone,
 )
+from torch import nn
 
 from libra_d2.config import add_libra_config
 from libra_d2.modeling.backbone import (  # importing registers the builders
@@ -24,7 +23,6 @@ from libra_d2.modeling.backbone import (  # importing registers the builders
 )
 
 INPUT_SHAPE = ShapeSpec(channels=3)
-
 
 
 RCNN = ["p2", "p3", "p4", "p5", "p6"]

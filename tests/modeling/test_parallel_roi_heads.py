@@ -1,6 +1,7 @@
 """ParallelROIHeads (Parallel R-CNN Modules): one module equals the standard ROI heads, every
 module samples with its own positive fraction, losses are per module, and inference averages the
 pre-softmax logits of all modules with the boxes of the highest-fraction module."""
+
 import math
 import os
 
@@ -12,11 +13,12 @@ from detectron2.modeling import build_model
 from detectron2.modeling.roi_heads import build_roi_heads
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from tiny_models import random_batched_inputs as batched_inputs
+from tiny_models import tiny_cfg
 
 import libra_d2
 from libra_d2.modeling.roi_heads import LibraROIHeads, ParallelROIHeads
 from libra_d2.utils.events import flush_deferred_scalars
-from tiny_models import random_batched_inputs as batched_inputs, tiny_cfg
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PRM = ["MODEL.ROI_HEADS.NAME", "ParallelROIHeads"]
@@ -106,8 +108,14 @@ def test_losses_are_per_module_and_logged():
     model = build_model(tiny_cfg(*PRM))
     assert model.roi_heads.positive_fractions == (0.5, 0.1)
     losses, storage = losses_of(model, batched_inputs())
-    assert set(losses) == {"loss_cls_h0", "loss_box_reg_h0", "loss_cls_h1", "loss_box_reg_h1",
-                           "loss_rpn_cls", "loss_rpn_loc"}
+    assert set(losses) == {
+        "loss_cls_h0",
+        "loss_box_reg_h0",
+        "loss_cls_h1",
+        "loss_box_reg_h1",
+        "loss_rpn_cls",
+        "loss_rpn_loc",
+    }
     # the two modules' parameters are distinct and each gets gradients from its own loss only
     model.zero_grad()
     losses["loss_cls_h1"].backward()
@@ -115,19 +123,23 @@ def test_losses_are_per_module_and_logged():
     assert model.roi_heads.box_predictors[1].cls_score.weight.grad.abs().sum() > 0
     hist = storage.histories()
     for k in range(2):
-        for key in ("prm/num_fg_samples_h{}", "prm/num_bg_samples_h{}", "fast_rcnn/cls_accuracy_h{}"):
+        for key in (
+            "prm/num_fg_samples_h{}",
+            "prm/num_bg_samples_h{}",
+            "fast_rcnn/cls_accuracy_h{}",
+        ):
             assert key.format(k) in hist, key.format(k)
     assert "roi_head/num_fg_samples" in hist and "fast_rcnn/cls_accuracy" in hist
 
 
 def _roi_heads_and_features(*opts, num_images=2, seed=0):
     cfg = tiny_cfg(*PRM, *opts)
-    shapes = {"p{}".format(i): ShapeSpec(channels=64, stride=2 ** i) for i in range(2, 7)}
+    shapes = {"p{}".format(i): ShapeSpec(channels=64, stride=2**i) for i in range(2, 7)}
     torch.manual_seed(seed)
     heads = build_roi_heads(cfg, shapes)
     g = torch.Generator().manual_seed(seed + 1)
     features = {
-        "p{}".format(i): torch.randn(num_images, 64, 64 // 2 ** i, 64 // 2 ** i, generator=g)
+        "p{}".format(i): torch.randn(num_images, 64, 64 // 2**i, 64 // 2**i, generator=g)
         for i in range(2, 7)
     }
     return heads, features, g
@@ -194,7 +206,9 @@ def test_nested_samples_are_nested_and_uniform():
     draws = 300
     with EventStorage():
         for _ in range(draws):
-            h0, h1 = (out[0] for out in heads.label_and_sample_proposals_per_head(proposals, targets))
+            h0, h1 = (
+                out[0] for out in heads.label_and_sample_proposals_per_head(proposals, targets)
+            )
             assert _box_set(h1, True) <= _box_set(h0, True)
             assert _box_set(h0, False) <= _box_set(h1, False)
             for box in _box_set(h1, True):
@@ -286,9 +300,17 @@ def test_inference_equals_hand_computation(test_head):
     the 0.5 module's deltas (or module k's alone)."""
     thresh = 1e-3
     heads, features, g = _roi_heads_and_features(
-        "MODEL.PRM.POSITIVE_FRACTIONS", [0.1, 0.5], "MODEL.PRM.TEST_HEAD", test_head,
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", thresh, "MODEL.ROI_HEADS.NMS_THRESH_TEST", 1.0,
-        "TEST.DETECTIONS_PER_IMAGE", 100000, num_images=1,
+        "MODEL.PRM.POSITIVE_FRACTIONS",
+        [0.1, 0.5],
+        "MODEL.PRM.TEST_HEAD",
+        test_head,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        thresh,
+        "MODEL.ROI_HEADS.NMS_THRESH_TEST",
+        1.0,
+        "TEST.DETECTIONS_PER_IMAGE",
+        100000,
+        num_images=1,
     )
     assert heads.regression_head == 1
     with torch.no_grad():  # spread the logits and deltas so that scores are well apart
@@ -306,7 +328,9 @@ def test_inference_equals_hand_computation(test_head):
         out = out[0]
 
         # by hand: the module's pooler (shared), then each module's FC layers as matrices
-        pooled = heads.box_pooler([features[f] for f in heads.box_in_features], [proposals.proposal_boxes])
+        pooled = heads.box_pooler(
+            [features[f] for f in heads.box_in_features], [proposals.proposal_boxes]
+        )
         logits, deltas = [], []
         for k in range(2):
             x = pooled.flatten(1)
@@ -363,14 +387,19 @@ def test_bad_prm_options_are_clear():
 
 def test_composes_with_libra_rcnn(lt_shapes_tiny):
     """PRM on the full Libra Faster R-CNN (BFP, IoU-balanced + instance-balanced sampling,
-    Balanced L1, BCR): every module gets Libra's predictor and losses, and it trains and predicts."""
+    Balanced L1, BCR): every module gets Libra's predictor and losses, and it trains and predicts.
+    """
     cfg = get_cfg()
     libra_d2.add_libra_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs/LT-Shapes/libra_faster_rcnn_R_18_FPN_tiny.yaml"))
+    cfg.merge_from_file(
+        os.path.join(REPO_ROOT, "configs/LT-Shapes/libra_faster_rcnn_R_18_FPN_tiny.yaml")
+    )
     cfg.merge_from_list([*PRM, *KEEP_ALL])
     model = build_model(cfg)
-    assert all(p.cls_loss_type == "bcr" and p.box_reg_loss_type == "balanced_l1"
-               for p in model.roi_heads.box_predictors)
+    assert all(
+        p.cls_loss_type == "bcr" and p.box_reg_loss_type == "balanced_l1"
+        for p in model.roi_heads.box_predictors
+    )
     assert model.roi_heads.sampling.neg_sampling == "iou_balanced"
     losses, storage = losses_of(model, batched_inputs())
     total = sum(losses.values())

@@ -1,4 +1,6 @@
-"""Tests of libra_d2.modeling.sampling (IoU-balanced negatives, instance/class-balanced positives)."""
+"""Tests of libra_d2.modeling.sampling (IoU-balanced negatives, instance/class-balanced
+positives)."""
+
 import dataclasses
 
 import pytest
@@ -26,8 +28,11 @@ def random_image(seed, num_props=400, num_gts=12, pos_frac=0.2, ignore_frac=0.05
     """labels, max_ious, matched_idxs of a synthetic image (labels consistent with the IoUs)."""
     g = gen(seed)
     u = torch.rand(num_props, generator=g)
-    max_ious = torch.where(u < pos_frac, 0.5 + 0.5 * torch.rand(num_props, generator=g),
-                           0.5 * torch.rand(num_props, generator=g) ** 2)
+    max_ious = torch.where(
+        u < pos_frac,
+        0.5 + 0.5 * torch.rand(num_props, generator=g),
+        0.5 * torch.rand(num_props, generator=g) ** 2,
+    )
     max_ious[torch.rand(num_props, generator=g) < 0.1] = 0.0  # some IoU == 0 negatives
     matched = torch.randint(0, max(num_gts, 1), (num_props,), generator=g)
     gt_classes = torch.randint(0, BG, (max(num_gts, 1),), generator=g)
@@ -49,7 +54,9 @@ def test_every_bin_gets_its_share_when_populated():
     ious = torch.cat([torch.full((200,), 0.05), torch.full((150,), 0.25), torch.full((100,), 0.45)])
     neg = torch.ones(450, dtype=torch.bool)
     for seed in range(5):
-        idx = iou_balanced_negative_indices(neg, ious, 90, num_bins=3, iou_upper=0.5, generator=gen(seed))
+        idx = iou_balanced_negative_indices(
+            neg, ious, 90, num_bins=3, iou_upper=0.5, generator=gen(seed)
+        )
         assert idx.numel() == 90
         counts = torch.bincount(bin_of(ious[idx], 0.0, 0.5, 3), minlength=3).tolist()
         assert counts == [30, 30, 30]
@@ -125,10 +132,21 @@ def test_iou_zero_negatives_stay_eligible_on_every_call(call):
         if call == "function":
             idx = iou_balanced_negative_indices(labels == BG, ious, 60, floor_thr=-1.0, generator=g)
         elif call == "subsample_labels":
-            _, idx = libra_subsample_labels(labels, 61, 1 / 61, BG, max_ious=ious, matched_idxs=matched,
-                                            neg_sampling="iou_balanced", floor_thr=-1.0, generator=g)
+            _, idx = libra_subsample_labels(
+                labels,
+                61,
+                1 / 61,
+                BG,
+                max_ious=ious,
+                matched_idxs=matched,
+                neg_sampling="iou_balanced",
+                floor_thr=-1.0,
+                generator=g,
+            )
         else:
-            _, idx = cfg.subsample(labels, 61, 1 / 61, BG, max_ious=ious, matched_idxs=matched, generator=g)
+            _, idx = cfg.subsample(
+                labels, 61, 1 / 61, BG, max_ious=ious, matched_idxs=matched, generator=g
+            )
         assert idx.numel() == 60
         assert 10 <= int((ious[idx] == 0).sum()) <= 50
     assert cfg.floor_thr == -1.0
@@ -139,14 +157,22 @@ def test_floor_set_supplies_floor_fraction():
     ious = torch.cat([torch.full((200,), 0.05), torch.full((200,), 0.3), torch.tensor([1.0])])
     neg = torch.ones(401, dtype=torch.bool)
     neg[-1] = False
-    idx = iou_balanced_negative_indices(neg, ious, 100, floor_thr=0.1, floor_fraction=0.5, generator=gen(0))
+    idx = iou_balanced_negative_indices(
+        neg, ious, 100, floor_thr=0.1, floor_fraction=0.5, generator=gen(0)
+    )
     assert (ious[idx] < 0.1).sum() == 50 and (ious[idx] >= 0.1).sum() == 50
-    idx = iou_balanced_negative_indices(neg, ious, 100, floor_thr=0.1, floor_fraction=0.2, generator=gen(0))
+    idx = iou_balanced_negative_indices(
+        neg, ious, 100, floor_thr=0.1, floor_fraction=0.2, generator=gen(0)
+    )
     assert (ious[idx] < 0.1).sum() == 20
     # floor_fraction 0 with floor_thr >= 0: the floor set only fills what the bins cannot give
-    idx = iou_balanced_negative_indices(neg, ious, 100, floor_thr=0.1, floor_fraction=0.0, generator=gen(0))
+    idx = iou_balanced_negative_indices(
+        neg, ious, 100, floor_thr=0.1, floor_fraction=0.0, generator=gen(0)
+    )
     assert (ious[idx] < 0.1).sum() == 0
-    idx = iou_balanced_negative_indices(neg, ious, 300, floor_thr=0.1, floor_fraction=0.0, generator=gen(0))
+    idx = iou_balanced_negative_indices(
+        neg, ious, 300, floor_thr=0.1, floor_fraction=0.0, generator=gen(0)
+    )
     assert (ious[idx] < 0.1).sum() == 100 and (ious[idx] >= 0.1).sum() == 200
 
 
@@ -155,7 +181,9 @@ def test_floor_fraction_without_floor_set_only_lowers_the_quotas():
     neg = torch.ones(600, dtype=torch.bool)
     seen = set()
     for seed in range(20):
-        idx = iou_balanced_negative_indices(neg, ious, 90, floor_fraction=0.5, iou_upper=0.5, generator=gen(seed))
+        idx = iou_balanced_negative_indices(
+            neg, ious, 90, floor_fraction=0.5, iou_upper=0.5, generator=gen(seed)
+        )
         counts = torch.bincount(bin_of(ious[idx], 0.0, 0.5, 3), minlength=3).tolist()
         assert idx.numel() == 90 and min(counts) >= 15  # quota int(45 / 3), the other 45 at random
         seen.add(tuple(counts))
@@ -166,7 +194,9 @@ def test_floor_threshold_boundary_belongs_to_the_bins():
     ious = torch.cat([torch.full((100,), 0.05), torch.full((100,), 0.1), torch.tensor([1.0])])
     neg = torch.ones(201, dtype=torch.bool)
     neg[-1] = False
-    idx = iou_balanced_negative_indices(neg, ious, 40, floor_thr=0.1, floor_fraction=0.5, generator=gen(0))
+    idx = iou_balanced_negative_indices(
+        neg, ious, 40, floor_thr=0.1, floor_fraction=0.5, generator=gen(0)
+    )
     assert (ious[idx] == 0.05).sum() == 20 and (ious[idx] == 0.1).sum() == 20
 
 
@@ -174,12 +204,16 @@ def test_floor_set_short_or_binned_set_short():
     ious = torch.cat([torch.full((10,), 0.05), torch.full((200,), 0.3), torch.tensor([1.0])])
     neg = torch.ones(211, dtype=torch.bool)
     neg[-1] = False
-    idx = iou_balanced_negative_indices(neg, ious, 100, floor_thr=0.1, floor_fraction=0.5, generator=gen(1))
+    idx = iou_balanced_negative_indices(
+        neg, ious, 100, floor_thr=0.1, floor_fraction=0.5, generator=gen(1)
+    )
     assert idx.numel() == 100 and (ious[idx] < 0.1).sum() == 10  # binned set fills the gap
     ious = torch.cat([torch.full((200,), 0.05), torch.full((20,), 0.3), torch.tensor([1.0])])
     neg = torch.ones(221, dtype=torch.bool)
     neg[-1] = False
-    idx = iou_balanced_negative_indices(neg, ious, 100, floor_thr=0.1, floor_fraction=0.5, generator=gen(1))
+    idx = iou_balanced_negative_indices(
+        neg, ious, 100, floor_thr=0.1, floor_fraction=0.5, generator=gen(1)
+    )
     assert idx.numel() == 100 and (ious[idx] >= 0.1).sum() == 20  # all the binned ones
 
 
@@ -187,7 +221,9 @@ def test_floor_thr_zero_makes_iou_zero_the_floor_set():
     ious = torch.cat([torch.zeros(100), torch.full((100,), 0.01), torch.tensor([1.0])])
     neg = torch.ones(201, dtype=torch.bool)
     neg[-1] = False
-    idx = iou_balanced_negative_indices(neg, ious, 50, floor_thr=0.0, floor_fraction=0.4, generator=gen(0))
+    idx = iou_balanced_negative_indices(
+        neg, ious, 50, floor_thr=0.0, floor_fraction=0.4, generator=gen(0)
+    )
     assert (ious[idx] == 0).sum() == 20 and (ious[idx] == 0.01).sum() == 30
 
 
@@ -205,9 +241,14 @@ def test_negative_sampler_edge_cases():
     neg[:5] = True
     assert sorted(iou_balanced_negative_indices(neg, ious, 10).tolist()) == [0, 1, 2, 3, 4]
     assert iou_balanced_negative_indices(torch.ones(50, dtype=torch.bool), ious, 0).numel() == 0
-    assert iou_balanced_negative_indices(torch.zeros(0, dtype=torch.bool), torch.zeros(0), 10).numel() == 0
+    assert (
+        iou_balanced_negative_indices(torch.zeros(0, dtype=torch.bool), torch.zeros(0), 10).numel()
+        == 0
+    )
     # all IoUs equal (e.g. an image without GT: every max IoU is 0): plain random sampling
-    idx = iou_balanced_negative_indices(torch.ones(50, dtype=torch.bool), torch.zeros(50), 20, generator=gen(0))
+    idx = iou_balanced_negative_indices(
+        torch.ones(50, dtype=torch.bool), torch.zeros(50), 20, generator=gen(0)
+    )
     assert idx.numel() == 20 and idx.unique().numel() == 20
     # index input == mask input
     mask = torch.rand(50, generator=gen(3)) < 0.7
@@ -228,7 +269,9 @@ def test_negative_sampler_edge_cases():
 # --------------------------------------------------------------------------------------------
 def test_instance_balanced_caps_and_top_up():
     # 4 GTs with 100, 50, 5, 2 positives; n = 40: cap = round(40 / 4) + 1 = 11
-    matched = torch.cat([torch.full((100,), 0), torch.full((50,), 1), torch.full((5,), 2), torch.full((2,), 3)])
+    matched = torch.cat(
+        [torch.full((100,), 0), torch.full((50,), 1), torch.full((5,), 2), torch.full((2,), 3)]
+    )
     pos = torch.ones(157, dtype=torch.bool)
     big = []
     for seed in range(50):
@@ -270,20 +313,30 @@ def test_instance_balanced_truncation_keeps_gts_equal():
         assert idx.numel() == 64 and set(per_gt.tolist()) <= {6, 7}
     # a GT with few positives is not starved by a crowded one
     matched = torch.cat([torch.zeros(500, dtype=torch.int64), torch.ones(8, dtype=torch.int64)])
-    idx = instance_balanced_positive_indices(torch.ones(508, dtype=torch.bool), matched, 32, generator=gen(0))
+    idx = instance_balanced_positive_indices(
+        torch.ones(508, dtype=torch.bool), matched, 32, generator=gen(0)
+    )
     assert (matched[idx] == 1).sum() == 8
 
 
 def test_instance_balanced_only_counts_gts_with_positives():
     matched = torch.cat([torch.full((60,), 7), torch.full((60,), 3)])  # GT ids 3 and 7 only
-    idx = instance_balanced_positive_indices(torch.ones(120, dtype=torch.bool), matched, 20, generator=gen(0))
+    idx = instance_balanced_positive_indices(
+        torch.ones(120, dtype=torch.bool), matched, 20, generator=gen(0)
+    )
     assert torch.bincount(matched[idx], minlength=8)[[3, 7]].tolist() == [10, 10]
 
 
 def test_class_balanced_equalises_a_skewed_class_mix():
     # class 0: 10 GTs x 30 positives, class 1: 100 positives (2 GTs), class 2: 50 (1 GT)
-    matched = torch.cat([torch.arange(10).repeat_interleave(30), torch.full((50,), 10), torch.full((50,), 11),
-                         torch.full((50,), 12)])
+    matched = torch.cat(
+        [
+            torch.arange(10).repeat_interleave(30),
+            torch.full((50,), 10),
+            torch.full((50,), 11),
+            torch.full((50,), 12),
+        ]
+    )
     classes = torch.cat([torch.zeros(300), torch.ones(100), torch.full((50,), 2)]).long()
     pos = torch.ones(450, dtype=torch.bool)
     for seed in range(20):
@@ -292,12 +345,21 @@ def test_class_balanced_equalises_a_skewed_class_mix():
         assert torch.bincount(classes[idx], minlength=3).tolist() == [20, 20, 20]
         # inside class 0, 2 per GT; inside class 1, 10 per GT
         assert torch.bincount(matched[idx][classes[idx] == 0], minlength=10).tolist() == [2] * 10
-        assert torch.bincount(matched[idx][classes[idx] == 1], minlength=12)[10:].tolist() == [10, 10]
+        assert torch.bincount(matched[idx][classes[idx] == 1], minlength=12)[10:].tolist() == [
+            10,
+            10,
+        ]
 
 
 def test_class_balanced_small_classes_are_kept_whole():
-    matched = torch.cat([torch.arange(10).repeat_interleave(30), torch.full((10,), 10), torch.full((10,), 11),
-                         torch.full((4,), 12)])
+    matched = torch.cat(
+        [
+            torch.arange(10).repeat_interleave(30),
+            torch.full((10,), 10),
+            torch.full((10,), 11),
+            torch.full((4,), 12),
+        ]
+    )
     classes = torch.cat([torch.zeros(300), torch.ones(20), torch.full((4,), 2)]).long()
     pos = torch.ones(324, dtype=torch.bool)
     idx = class_balanced_positive_indices(pos, classes, matched, 60, generator=gen(0))
@@ -331,12 +393,30 @@ def test_rank_paths_agree(monkeypatch):
     assert c1.tolist() == torch.bincount(group, minlength=7).tolist()
     # the samplers give the same result on the sort path
     labels, max_ious, matched = random_image(4, num_props=600)
-    out_sort = libra_subsample_labels(labels, 128, 0.25, BG, max_ious=max_ious, matched_idxs=matched,
-                                      pos_sampling="class", neg_sampling="iou_balanced", generator=gen(9))
+    out_sort = libra_subsample_labels(
+        labels,
+        128,
+        0.25,
+        BG,
+        max_ious=max_ious,
+        matched_idxs=matched,
+        pos_sampling="class",
+        neg_sampling="iou_balanced",
+        generator=gen(9),
+    )
     monkeypatch.setattr(S, "_ONE_HOT_MAX_ELEMENTS", 1 << 15)
     monkeypatch.setattr(S, "_ONE_HOT_MAX_GROUPS", 16)
-    out_hot = libra_subsample_labels(labels, 128, 0.25, BG, max_ious=max_ious, matched_idxs=matched,
-                                     pos_sampling="class", neg_sampling="iou_balanced", generator=gen(9))
+    out_hot = libra_subsample_labels(
+        labels,
+        128,
+        0.25,
+        BG,
+        max_ious=max_ious,
+        matched_idxs=matched,
+        pos_sampling="class",
+        neg_sampling="iou_balanced",
+        generator=gen(9),
+    )
     assert all(torch.equal(a, b) for a, b in zip(out_sort, out_hot))
 
 
@@ -361,13 +441,22 @@ def test_counts_match_detectron2_on_random_inputs(pos_mode, neg_mode):
         g = gen(1000 + seed)
         num_props = int(torch.randint(0, 700, (1,), generator=g))
         num_gts = int(torch.randint(0, 25, (1,), generator=g))
-        labels, max_ious, matched = random_image(seed, num_props, num_gts, pos_frac=float(torch.rand(1, generator=g)))
+        labels, max_ious, matched = random_image(
+            seed, num_props, num_gts, pos_frac=float(torch.rand(1, generator=g))
+        )
         num_samples = int(torch.randint(1, 600, (1,), generator=g))
         fraction = float(torch.rand(1, generator=g))
         d2_pos, d2_neg = subsample_labels(labels, num_samples, fraction, BG)
         pos_idx, neg_idx = libra_subsample_labels(
-            labels, num_samples, fraction, BG, max_ious=max_ious, matched_idxs=matched,
-            pos_sampling=pos_mode, neg_sampling=neg_mode, generator=gen(seed),
+            labels,
+            num_samples,
+            fraction,
+            BG,
+            max_ious=max_ious,
+            matched_idxs=matched,
+            pos_sampling=pos_mode,
+            neg_sampling=neg_mode,
+            generator=gen(seed),
         )
         assert pos_idx.numel() == d2_pos.numel() and neg_idx.numel() == d2_neg.numel()
         check_contract(labels, pos_idx, neg_idx, num_samples, fraction)
@@ -396,8 +485,14 @@ def test_empty_and_degenerate_inputs(pos_mode, neg_mode):
         n = labels.numel()
         for num_samples in (0, 16, 100):
             pos_idx, neg_idx = libra_subsample_labels(
-                labels, num_samples, 0.25, BG, max_ious=torch.rand(n) * 0.4,
-                matched_idxs=torch.zeros(n, dtype=torch.int64), **kw)
+                labels,
+                num_samples,
+                0.25,
+                BG,
+                max_ious=torch.rand(n) * 0.4,
+                matched_idxs=torch.zeros(n, dtype=torch.int64),
+                **kw
+            )
             check_contract(labels, pos_idx, neg_idx, num_samples, 0.25)
 
 
@@ -417,8 +512,16 @@ def test_iou_balanced_mines_harder_negatives_than_random():
     neg_ious_random, neg_ious_balanced = [], []
     for seed in range(10):
         _, n1 = libra_subsample_labels(labels, 512, 0.25, BG, generator=gen(seed))
-        _, n2 = libra_subsample_labels(labels, 512, 0.25, BG, max_ious=max_ious, neg_sampling="iou_balanced",
-                                       iou_upper=0.5, generator=gen(seed))
+        _, n2 = libra_subsample_labels(
+            labels,
+            512,
+            0.25,
+            BG,
+            max_ious=max_ious,
+            neg_sampling="iou_balanced",
+            iou_upper=0.5,
+            generator=gen(seed),
+        )
         neg_ious_random.append(max_ious[n1].mean())
         neg_ious_balanced.append(max_ious[n2].mean())
     assert sum(neg_ious_balanced) > 1.5 * sum(neg_ious_random)
@@ -443,18 +546,39 @@ def test_config_object():
     cfg = LibraSamplingConfig()
     assert cfg.is_random and not cfg.needs_max_ious and not cfg.needs_matched_idxs
     libra = LibraSamplingConfig.libra()
-    assert (libra.pos_sampling, libra.neg_sampling, libra.num_bins, libra.floor_thr, libra.floor_fraction,
-            libra.iou_upper) == ("instance", "iou_balanced", 3, -1.0, 0.0, None)
+    assert (
+        libra.pos_sampling,
+        libra.neg_sampling,
+        libra.num_bins,
+        libra.floor_thr,
+        libra.floor_fraction,
+        libra.iou_upper,
+    ) == ("instance", "iou_balanced", 3, -1.0, 0.0, None)
     assert libra.needs_max_ious and libra.needs_matched_idxs and not libra.is_random
     assert LibraSamplingConfig.libra(iou_upper=0.5).iou_upper == 0.5
     with pytest.raises(dataclasses.FrozenInstanceError):
         libra.floor_thr = 0.0
-    for bad in (dict(pos_sampling="x"), dict(neg_sampling="x"), dict(num_bins=0), dict(floor_fraction=2.0),
-                dict(iou_upper=0.0)):
+    for bad in (
+        dict(pos_sampling="x"),
+        dict(neg_sampling="x"),
+        dict(num_bins=0),
+        dict(floor_fraction=2.0),
+        dict(iou_upper=0.0),
+    ):
         with pytest.raises(ValueError):
             LibraSamplingConfig(**bad)
     labels, max_ious, matched = random_image(3, 600)
-    a = libra.subsample(labels, 256, 0.25, BG, max_ious=max_ious, matched_idxs=matched, generator=gen(1))
-    b = libra_subsample_labels(labels, 256, 0.25, BG, max_ious=max_ious, matched_idxs=matched,
-                               generator=gen(1), **libra.as_dict())
+    a = libra.subsample(
+        labels, 256, 0.25, BG, max_ious=max_ious, matched_idxs=matched, generator=gen(1)
+    )
+    b = libra_subsample_labels(
+        labels,
+        256,
+        0.25,
+        BG,
+        max_ious=max_ious,
+        matched_idxs=matched,
+        generator=gen(1),
+        **libra.as_dict()
+    )
     assert all(torch.equal(x, y) for x, y in zip(a, b))

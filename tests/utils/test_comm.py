@@ -1,5 +1,6 @@
 """libra_d2.utils.comm: the statistics' SUM all-reduce (its 2-process run is in
 tests/modeling/test_class_statistics.py)."""
+
 import torch
 import torch.distributed as dist
 
@@ -13,7 +14,8 @@ def test_all_reduce_without_process_group_is_a_noop():
 
 
 def test_backend_device_routing(monkeypatch):
-    """Which device a group's backend reduces on (a CUDA tensor meeting gloo goes through the CPU)."""
+    """Which device a group's backend reduces on (a CUDA tensor meeting gloo goes through the
+    CPU)."""
     from libra_d2.utils import comm as cs
 
     for backend, expected in [

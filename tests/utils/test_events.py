@@ -1,5 +1,6 @@
 """put_scalar_deferred: statistics logged without reading tensors back to the host, written by the
 train loop with the same names, values and iterations as EventStorage.put_scalar."""
+
 import os
 import sys
 
@@ -40,23 +41,24 @@ def test_pending_values_of_an_earlier_iteration_are_not_lost():
         put_scalar_deferred("x", torch.tensor(1.0))
         storage.step()
         put_scalar_deferred("x", torch.tensor(2.0))
-        (value, it), = storage.history("x").values()
+        ((value, it),) = storage.history("x").values()
         assert value == 1.0 and it in (0, 1)  # 0 where put_scalar takes cur_iter (main)
         flush_deferred_scalars(storage)
         assert storage.history("x").values()[-1] == (2.0, 1)
 
 
-@pytest.mark.parametrize("config", ["libra_retinanet_R_18_FPN_tiny.yaml",
-                                    "efl_retinanet_R_18_FPN_tiny.yaml"])
+@pytest.mark.parametrize(
+    "config", ["libra_retinanet_R_18_FPN_tiny.yaml", "efl_retinanet_R_18_FPN_tiny.yaml"]
+)
 def test_dense_detector_losses_read_nothing_back(no_read_back, config):
     """LibraRetinaNet's and EFLRetinaNet's losses (positive-anchor count, loss normaliser) stay on
     the device; their statistics reach the storage at the flush."""
+    from conftest import REPO_ROOT
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
+    from tiny_models import dense_case
 
     import libra_d2
-    from conftest import REPO_ROOT
-    from tiny_models import dense_case
 
     no_read_back.undo()
     cfg = get_cfg()
@@ -72,14 +74,21 @@ def test_dense_detector_losses_read_nothing_back(no_read_back, config):
         losses = model.losses(anchors, logits, gt_labels, deltas, gt_boxes)
         no_read_back.undo()
         flush_deferred_scalars(storage)
-        expected = sum(int((g >= 0).sum() - (g == cfg.MODEL.RETINANET.NUM_CLASSES).sum())
-                       for g in gt_labels) / 2
+        expected = (
+            sum(
+                int((g >= 0).sum() - (g == cfg.MODEL.RETINANET.NUM_CLASSES).sum())
+                for g in gt_labels
+            )
+            / 2
+        )
         assert storage.history("num_pos_anchors").latest() == expected
     assert torch.isfinite(sum(losses.values()))
 
 
-_ORIGINALS = {name: getattr(torch.Tensor, name)
-              for name in ("item", "tolist", "__float__", "__int__", "__bool__")}
+_ORIGINALS = {
+    name: getattr(torch.Tensor, name)
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__")
+}
 
 
 def _refusing(name):
@@ -90,8 +99,11 @@ def _refusing(name):
     def method(self, *args, **kwargs):
         caller = sys._getframe(1).f_code.co_filename
         if os.sep + "libra_d2" + os.sep in caller:
-            raise AssertionError("libra_d2 read a tensor back to the host ({} in {}:{})".format(
-                name, caller, sys._getframe(1).f_lineno))
+            raise AssertionError(
+                "libra_d2 read a tensor back to the host ({} in {}:{})".format(
+                    name, caller, sys._getframe(1).f_lineno
+                )
+            )
         return original(self, *args, **kwargs)
 
     return method

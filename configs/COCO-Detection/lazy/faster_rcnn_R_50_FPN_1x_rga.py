@@ -3,6 +3,7 @@ of configs/COCO-Detection/faster_rcnn_R_50_FPN_1x_rga.yaml): Detectron2's lazy M
 without its mask branch, ImageNet R-50, the 1x schedule, and the GradientAnnealing hook in
 ``train.hooks`` (lambda 7 -> 1 over ``train.max_iter``), which projects/lazy_train_net.py adds.
 Paper (Table 2, their re-implementation): 1x: 36.1 -> 37.3 box AP."""
+
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 

@@ -1,5 +1,7 @@
-"""The 2x schedule (180k iterations) of faster_rcnn_R_50_FPN_1x_rga.py, as a lazy config (the twin of
+"""The 2x schedule (180k iterations) of faster_rcnn_R_50_FPN_1x_rga.py, as a lazy config (the twin
+of
 configs/COCO-Detection/faster_rcnn_R_50_FPN_2x_rga.yaml). RGA anneals over the whole 2x schedule."""
+
 from detectron2 import model_zoo
 
 from .faster_rcnn_R_50_FPN_1x_rga import dataloader, model, optimizer, train  # noqa: F401

@@ -1,5 +1,8 @@
-"""The 2x schedule (180k iterations) of faster_rcnn_R_50_FPN_1x_rga_prm.py, as a lazy config (the twin of
-configs/COCO-Detection/faster_rcnn_R_50_FPN_2x_rga_prm.yaml). RGA anneals over the whole 2x schedule."""
+"""The 2x schedule (180k iterations) of faster_rcnn_R_50_FPN_1x_rga_prm.py, as a lazy config (the
+twin of configs/COCO-Detection/faster_rcnn_R_50_FPN_2x_rga_prm.yaml). RGA anneals over the whole 2x
+schedule.
+"""
+
 from detectron2 import model_zoo
 
 from .faster_rcnn_R_50_FPN_1x_rga_prm import dataloader, model, optimizer, train  # noqa: F401

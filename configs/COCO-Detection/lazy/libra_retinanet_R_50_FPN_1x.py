@@ -2,6 +2,7 @@
 configs/COCO-Detection/libra_retinanet_R_50_FPN_1x.yaml): Detectron2's lazy RetinaNet with the
 class replaced by LibraRetinaNet, its FPN wrapped in a Balanced Feature Pyramid refined at P4 and
 Balanced L1 (beta 0.11) as the box loss. Run with projects/lazy_train_net.py."""
+
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 
@@ -17,7 +18,9 @@ train = model_zoo.get_config("common/train.py").train
 
 model._target_ = LibraRetinaNet
 # BFP on P3-P7; index 1 (from P3) = P4, as the reference Libra RetinaNet
-model.backbone = L(BalancedFeaturePyramid)(fpn=model.backbone, refine_level=1, refine_type="non_local")
+model.backbone = L(BalancedFeaturePyramid)(
+    fpn=model.backbone, refine_level=1, refine_type="non_local"
+)
 model.backbone.fpn.bottom_up.freeze_at = 2
 model.box_reg_loss_type = "balanced_l1"
 model.balanced_l1 = dict(alpha=0.5, gamma=1.5, beta=0.11)

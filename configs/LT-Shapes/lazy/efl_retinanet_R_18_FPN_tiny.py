@@ -6,6 +6,7 @@ scratch with BatchNorm, GroupNorm heads, Equalized Focal Loss (gamma_b 2, s 8, a
 (``dataloader.train.repeat_threshold``; ``0`` turns it off). The EFL statistics are logged per
 LT-Shapes frequency group (``frequency_groups`` from the dataset's metadata, as the YAML's
 ``from_config``). ``model.efl.scale=0`` is focal loss. Run with projects/lazy_train_net.py."""
+
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
@@ -42,7 +43,9 @@ model.head = L(EFLRetinaNetHead)(
     iou_branch=False,
 )
 # [x, x * 2**(1/3), x * 2**(2/3)] for x in 16..256, as the YAML
-model.anchor_generator.sizes = [[x, x * 2 ** (1.0 / 3), x * 2 ** (2.0 / 3)] for x in [16, 32, 64, 128, 256]]
+model.anchor_generator.sizes = [
+    [x, x * 2 ** (1.0 / 3), x * 2 ** (2.0 / 3)] for x in [16, 32, 64, 128, 256]
+]
 model.num_classes = NUM_CLASSES
 model.smooth_l1_beta = 0.0
 model.pixel_std = [57.375, 57.120, 58.395]

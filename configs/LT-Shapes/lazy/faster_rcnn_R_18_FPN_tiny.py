@@ -2,6 +2,7 @@
 configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml). Run with projects/lazy_train_net.py. Gradient
 clipping: ``train.clip_gradients`` (``SOLVER.CLIP_GRADIENTS``' options in lower case, applied by the
 launcher with Detectron2's own clipper)."""
+
 import detectron2.data.transforms as T
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
@@ -61,7 +62,9 @@ dataloader = dict(
         dataset=L(get_detection_dataset_dicts)(names="lt_shapes_val", filter_empty=False),
         mapper=L(DatasetMapper)(
             is_train=False,
-            augmentations=[L(T.ResizeShortestEdge)(short_edge_length=image_size, max_size=image_size)],
+            augmentations=[
+                L(T.ResizeShortestEdge)(short_edge_length=image_size, max_size=image_size)
+            ],
             image_format="BGR",
         ),
         num_workers=0,

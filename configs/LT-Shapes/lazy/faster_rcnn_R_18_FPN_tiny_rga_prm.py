@@ -4,12 +4,19 @@ lazy config with its box head + predictor replicated into one module per positiv
 
 RGA: ``train.hooks`` (below). Evaluate one module alone: ``model.roi_heads.test_head=0``.
 """
+
 from detectron2.config import LazyCall as L
 
 from libra_d2.engine.gradient_annealing import GradientAnnealing
 from libra_d2.lazy import parallel_roi_heads
 
-from .faster_rcnn_R_18_FPN_tiny import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+from .faster_rcnn_R_18_FPN_tiny import (
+    dataloader,
+    lr_multiplier,
+    model,
+    optimizer,
+    train,
+)  # noqa: F401
 
 # 1:1 and 1:9; test_head -1: ensemble, k: module k alone
 parallel_roi_heads(model.roi_heads, positive_fractions=[0.5, 0.1], test_head=-1)

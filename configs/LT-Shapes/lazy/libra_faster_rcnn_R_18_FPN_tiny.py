@@ -1,6 +1,7 @@
 """Libra Faster R-CNN on LT-Shapes, tiny CPU setting, as a lazy config (twin of
 configs/LT-Shapes/libra_faster_rcnn_R_18_FPN_tiny.yaml): the plain tiny lazy config with the
 backbone wrapped in a Balanced Feature Pyramid and Libra's ROI heads and box predictor."""
+
 from detectron2.config import LazyCall as L
 
 from libra_d2.data.class_frequency import training_class_image_counts
@@ -10,11 +11,21 @@ from libra_d2.modeling.matcher import MaxIoUMatcher
 from libra_d2.modeling.roi_heads import LibraFastRCNNOutputLayers, LibraROIHeads
 from libra_d2.modeling.sampling import LibraSamplingConfig
 
-from .faster_rcnn_R_18_FPN_tiny import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+from .faster_rcnn_R_18_FPN_tiny import (
+    dataloader,
+    lr_multiplier,
+    model,
+    optimizer,
+    train,
+)  # noqa: F401
 
-model.backbone = L(BalancedFeaturePyramid)(fpn=model.backbone, refine_level=2, refine_type="non_local")
+model.backbone = L(BalancedFeaturePyramid)(
+    fpn=model.backbone, refine_level=2, refine_type="non_local"
+)
 model.roi_heads._target_ = LibraROIHeads
-model.roi_heads.sampling = L(LibraSamplingConfig)(pos_sampling="instance", neg_sampling="iou_balanced")
+model.roi_heads.sampling = L(LibraSamplingConfig)(
+    pos_sampling="instance", neg_sampling="iou_balanced"
+)
 model.roi_heads.proposal_matcher._target_ = MaxIoUMatcher
 model.roi_heads.box_predictor._target_ = LibraFastRCNNOutputLayers
 model.roi_heads.box_predictor.box_reg_loss_type = "balanced_l1"

@@ -13,6 +13,7 @@ overriding those options moves the hooks with them. Overrides: ``train.hooks.1.q
 ``model.roi_heads.box_predictor.use_equilibrium_loss=False``; neither hook nor freezing:
 ``"train.hooks=[]" "train.freeze=[]"``; MFS off: drop the FeatureMemoryHook entry below.
 """
+
 from detectron2.config import LazyCall as L
 
 from libra_d2.engine.loce import FeatureMemoryHook, LOCEFineTune
@@ -20,7 +21,13 @@ from libra_d2.modeling.matcher import MaxIoUMatcher
 from libra_d2.data.class_frequency import training_frequency_groups
 from libra_d2.modeling.roi_heads.loce_roi_heads import LOCEFastRCNNOutputLayers, LOCEROIHeads
 
-from .faster_rcnn_R_18_FPN_tiny import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+from .faster_rcnn_R_18_FPN_tiny import (
+    dataloader,
+    lr_multiplier,
+    model,
+    optimizer,
+    train,
+)  # noqa: F401
 
 model.roi_heads._target_ = LOCEROIHeads
 model.roi_heads.proposal_matcher._target_ = MaxIoUMatcher  # as LibraROIHeads' from_config

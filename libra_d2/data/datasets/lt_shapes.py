@@ -14,6 +14,7 @@ Layout of a generated dataset (``image_root`` is ``root`` for both splits)::
     root/lt_shapes_val.json      root/val/000001.png ...
     root/params.json             (generation parameters + category statistics; written last)
 """
+
 import functools
 import json
 import logging
@@ -27,8 +28,14 @@ from ..frequency_groups import frequency_group_of
 from .lt_shapes_categories import LT_SHAPES_CATEGORIES, lt_shapes_category_names
 from .lt_shapes_plan import PRESETS, plan_lt_shapes
 
-__all__ = ["DATASET_NAMES", "LTShapesNotFoundError", "default_root", "load_lt_shapes_json",
-           "read_json", "register_lt_shapes"]
+__all__ = [
+    "DATASET_NAMES",
+    "LTShapesNotFoundError",
+    "default_root",
+    "load_lt_shapes_json",
+    "read_json",
+    "register_lt_shapes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,20 +69,31 @@ def _generate_hint(root: str) -> str:
     return f"Generate it with `make data` or `python -m {GENERATE_MODULE} --root {root}`."
 
 
-def _validate_json(json_file: str, image_root: str) -> None:
+def _validate_json(json_file: str, image_root: str) -> List[dict]:
+    """Check the annotation file and its images; returns its categories."""
     if not os.path.isfile(json_file):
-        raise LTShapesNotFoundError(f"LT-Shapes annotation file not found: {json_file}. {_generate_hint(image_root)}")
+        raise LTShapesNotFoundError(
+            f"LT-Shapes annotation file not found: {json_file}. {_generate_hint(image_root)}"
+        )
     data = read_json(json_file)
     if not isinstance(data, dict):
         raise ValueError(
-            f"LT-Shapes annotation file {json_file} is not a valid JSON object. {_generate_hint(image_root)}"
+            f"LT-Shapes annotation file {json_file} is not a valid JSON object. "
+            f"{_generate_hint(image_root)}"
         )
     if not data.get("images"):
-        raise ValueError(f"LT-Shapes annotation file {json_file} has no images. {_generate_hint(image_root)}")
+        raise ValueError(
+            f"LT-Shapes annotation file {json_file} has no images. {_generate_hint(image_root)}"
+        )
     if not data.get("annotations"):
-        raise ValueError(f"LT-Shapes annotation file {json_file} has no annotations. {_generate_hint(image_root)}")
+        raise ValueError(
+            f"LT-Shapes annotation file {json_file} has no annotations. "
+            f"{_generate_hint(image_root)}"
+        )
     if not data.get("categories"):
-        raise ValueError(f"LT-Shapes annotation file {json_file} has no categories. {_generate_hint(image_root)}")
+        raise ValueError(
+            f"LT-Shapes annotation file {json_file} has no categories. {_generate_hint(image_root)}"
+        )
     for img in data["images"]:
         path = os.path.join(image_root, img["file_name"])
         if not os.path.isfile(path):
@@ -83,18 +101,21 @@ def _validate_json(json_file: str, image_root: str) -> None:
                 f"LT-Shapes image {path} (listed in {json_file}) is missing. "
                 f"{_generate_hint(image_root)} (add --overwrite to regenerate)"
             )
+    return data["categories"]
 
 
-def load_lt_shapes_json(json_file: str, image_root: str) -> List[dict]:
+def load_lt_shapes_json(json_file: str, image_root: str, *, return_categories: bool = False):
     """Detectron2 dataset dicts of one split (category ids 0..C-1), via Detectron2's own
     ``load_lvis_json``.  Raises :class:`LTShapesNotFoundError` (a ``FileNotFoundError``)
-    when the file or an image is missing and ``ValueError`` when the file is empty."""
-    _validate_json(json_file, image_root)
+    when the file or an image is missing and ``ValueError`` when the file is empty. With
+    ``return_categories``: ``(dicts, the file's category entries)``."""
+    categories = _validate_json(json_file, image_root)
 
     # load_lvis_json (Detectron2 v0.6) concatenates image_root and the split folder taken
     # from coco_url without a separator, so image_root must end with one; later versions
     # join image_root and file_name, which works with the trailing separator as well.
-    return load_lvis_json(json_file, os.path.join(image_root, ""), dataset_name=None)
+    dicts = load_lvis_json(json_file, os.path.join(image_root, ""), dataset_name=None)
+    return (dicts, categories) if return_categories else dicts
 
 
 def _category_stats(root: str) -> List[dict]:
@@ -109,15 +130,19 @@ def _category_stats(root: str) -> List[dict]:
     sizes = PRESETS["default"]
     counts = plan_lt_shapes(0, sizes["num_train"], sizes["num_val"])["train_image_counts"]
     return [
-        {"id": c["id"], "name": c["name"], "image_count": counts[c["id"]], "frequency": frequency_group_of(counts[c["id"]])}
+        {
+            "id": c["id"],
+            "name": c["name"],
+            "image_count": counts[c["id"]],
+            "frequency": frequency_group_of(counts[c["id"]]),
+        }
         for c in LT_SHAPES_CATEGORIES
     ]
 
 
 def _load_registered(json_file: str, image_root: str, dataset_name: str) -> List[dict]:
-    dicts = load_lt_shapes_json(json_file, image_root)
+    dicts, data_cats = load_lt_shapes_json(json_file, image_root, return_categories=True)
     meta = MetadataCatalog.get(dataset_name)
-    data_cats = read_json(json_file)["categories"]
     expect = [{"id": c["id"], "image_count": c["image_count"]} for c in data_cats]
     if getattr(meta, "class_image_count", None) != expect:
         logger.warning(
@@ -142,7 +167,8 @@ def register_lt_shapes(root: Optional[str] = None) -> None:
     root = os.fspath(root) if root is not None else default_root()
     stats = {c["id"]: c for c in _category_stats(root)}
     class_image_count = [
-        {"id": c["id"], "image_count": int(stats[c["id"]]["image_count"])} for c in LT_SHAPES_CATEGORIES
+        {"id": c["id"], "image_count": int(stats[c["id"]]["image_count"])}
+        for c in LT_SHAPES_CATEGORIES
     ]
     category_frequency = [stats[c["id"]]["frequency"] for c in LT_SHAPES_CATEGORIES]
     for split in SPLITS:

@@ -6,12 +6,27 @@ biased toward the head classes the way it is on LVIS. The category data, in the 
 Detectron2's ``lvis_v1_categories.py``; the groups a generated dataset really has are recomputed
 from its train split (``libra_d2.data.frequency_groups.frequency_group_of``).
 """
+
 from typing import Dict, List
 
-__all__ = ["LT_SHAPES_CATEGORIES", "LT_SHAPES_COLORS", "LT_SHAPES_SHAPES", "NUM_CLASSES",
-           "lt_shapes_category_names"]
+__all__ = [
+    "LT_SHAPES_CATEGORIES",
+    "LT_SHAPES_COLORS",
+    "LT_SHAPES_SHAPES",
+    "NUM_CLASSES",
+    "lt_shapes_category_names",
+]
 
-LT_SHAPES_SHAPES = ("circle", "square", "triangle", "diamond", "pentagon", "hexagon", "star", "cross")
+LT_SHAPES_SHAPES = (
+    "circle",
+    "square",
+    "triangle",
+    "diamond",
+    "pentagon",
+    "hexagon",
+    "star",
+    "cross",
+)
 
 # RGB.  Colours come in look-alike pairs (red/orange, blue/purple, green/teal, yellow/lime);
 # every pair of colours is at least ~65 apart in RGB so they remain separable by a

@@ -7,6 +7,7 @@ and ``make data`` call it)::
 
     python -m libra_d2.data.datasets.lt_shapes_generate --root datasets/lt_shapes [--preset tiny]
 """
+
 import argparse
 import json
 import logging
@@ -70,8 +71,6 @@ def _params(seed: int, sizes: Dict[str, int]) -> Dict[str, object]:
         "min_objects": MIN_OBJECTS,
         "max_objects": MAX_OBJECTS,
     }
-
-
 
 
 def _is_complete(root: str) -> bool:
@@ -138,8 +137,15 @@ def _write_split(
                 }
             )
     if dropped:
-        logger.warning("LT-Shapes %s: %d planned objects could not be placed and were dropped", split, dropped)
-    return {"info": dict(info, split=split), "licenses": [], "images": images, "annotations": annotations}
+        logger.warning(
+            "LT-Shapes %s: %d planned objects could not be placed and were dropped", split, dropped
+        )
+    return {
+        "info": dict(info, split=split),
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+    }
 
 
 def _category_entries(train_annotations: List[dict]) -> List[dict]:
@@ -234,7 +240,12 @@ def generate_lt_shapes(
     root = os.path.abspath(os.fspath(root))
 
     existing = read_json(os.path.join(root, PARAMS_JSON)) if os.path.isdir(root) else None
-    if existing is not None and _is_complete(root) and existing.get("params") == params and not overwrite:
+    if (
+        existing is not None
+        and _is_complete(root)
+        and existing.get("params") == params
+        and not overwrite
+    ):
         if verbose:
             print(f"[lt_shapes] {root} already holds this dataset (seed {seed}); skipping")
         return _summary(root, existing, True, time.perf_counter() - t0)
@@ -248,7 +259,8 @@ def generate_lt_shapes(
             )
         if os.listdir(root):
             raise FileExistsError(
-                f"{root} exists, is not empty and is not a complete LT-Shapes dataset; remove it or "
+                f"{root} exists, is not empty and is not a complete LT-Shapes dataset; remove it "
+                f"or "
                 "pass overwrite=True (CLI: --overwrite)"
             )
 
@@ -257,11 +269,16 @@ def generate_lt_shapes(
     os.makedirs(parent, exist_ok=True)
     # A unique hidden sibling (same filesystem, so the final rename is atomic); os.mkdir
     # honours the umask, unlike tempfile.mkdtemp's 0700.
-    tmp = os.path.join(parent, f".{os.path.basename(root)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp = os.path.join(
+        parent, f".{os.path.basename(root)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    )
     os.mkdir(tmp)
     old = None
     try:
-        info = {"description": "LT-Shapes synthetic long-tailed detection dataset", "params": params}
+        info = {
+            "description": "LT-Shapes synthetic long-tailed detection dataset",
+            "params": params,
+        }
         splits = {}
         for split in SPLITS:
             ts = time.perf_counter()
@@ -269,7 +286,8 @@ def generate_lt_shapes(
             if verbose:
                 print(
                     f"[lt_shapes] {split}: {len(splits[split]['images'])} images, "
-                    f"{len(splits[split]['annotations'])} instances ({time.perf_counter() - ts:.1f}s)",
+                    f"{len(splits[split]['annotations'])} instances "
+                    f"({time.perf_counter() - ts:.1f}s)",
                     flush=True,
                 )
         categories = _category_entries(splits["train"]["annotations"])
@@ -314,16 +332,23 @@ def format_summary(summary: dict) -> str:
     head = (
         f"LT-Shapes at {summary['root']}: seed {summary['seed']}, {summary['num_train']} train / "
         f"{summary['num_val']} val images of {summary['image_size']}x{summary['image_size']}, "
-        + ("already present (skipped)" if summary["skipped"] else f"generated in {summary['seconds']:.1f}s")
+        + (
+            "already present (skipped)"
+            if summary["skipped"]
+            else f"generated in {summary['seconds']:.1f}s"
+        )
     )
     rows = [
-        f"{'group':<10} {'#cats':>5} {'train imgs/cat':>15} {'train inst':>10} {'val inst':>9} {'val inst/cat min':>16}",
+        f"{'group':<10} {'#cats':>5} {'train imgs/cat':>15} {'train inst':>10} {'val inst':>9} "
+        f"{'val inst/cat min':>16}",
     ]
     labels = {"r": "rare", "c": "common", "f": "frequent"}
     tot = [0, 0, 0]
     for g in ("r", "c", "f"):
         s = summary["groups"][g]
-        rng = f"{s['train_image_count_min']}-{s['train_image_count_max']}" if s["categories"] else "-"
+        rng = (
+            f"{s['train_image_count_min']}-{s['train_image_count_max']}" if s["categories"] else "-"
+        )
         rows.append(
             f"{labels[g]:<10} {s['categories']:>5} {rng:>15} {s['train_instances']:>10} "
             f"{s['val_instances']:>9} {s['val_instances_min']:>16}"
@@ -338,14 +363,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="python -m " + GENERATE_MODULE,
         description="Generate the LT-Shapes long-tailed detection dataset (LVIS v1 format).",
     )
-    parser.add_argument("--root", default=None, help="output directory (default: $DETECTRON2_DATASETS/lt_shapes)")
+    parser.add_argument(
+        "--root", default=None, help="output directory (default: $DETECTRON2_DATASETS/lt_shapes)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="size preset (default: default)")
-    parser.add_argument("--num-train", type=int, default=None, help="number of train images (overrides the preset)")
-    parser.add_argument("--num-val", type=int, default=None, help="number of val images (overrides the preset)")
-    parser.add_argument("--image-size", type=int, default=None, help="image side in pixels (overrides the preset)")
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default=None, help="size preset (default: default)"
+    )
+    parser.add_argument(
+        "--num-train", type=int, default=None, help="number of train images (overrides the preset)"
+    )
+    parser.add_argument(
+        "--num-val", type=int, default=None, help="number of val images (overrides the preset)"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="image side in pixels (overrides the preset)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    parser.add_argument("--per-category", action="store_true", help="also list the categories of every group")
+    parser.add_argument(
+        "--per-category", action="store_true", help="also list the categories of every group"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
     root = args.root if args.root is not None else default_root()

@@ -4,6 +4,7 @@
 belong to (train: a Zipf-like curve per frequency group; val: roughly class-balanced). The
 drawing is ``lt_shapes_render``, the files ``lt_shapes_generate``.
 """
+
 import math
 from typing import Dict, List
 
@@ -12,8 +13,14 @@ import numpy as np
 from ..frequency_groups import LVIS_RARE_MAX_IMAGES, frequency_group_of
 from .lt_shapes_categories import GROUP_SIZES, LT_SHAPES_CATEGORIES, NUM_CLASSES, RANK_ORDER
 
-__all__ = ["MAX_OBJECTS", "MIN_OBJECTS", "PRESETS", "plan_lt_shapes", "scene_rng",
-           "target_train_image_counts"]
+__all__ = [
+    "MAX_OBJECTS",
+    "MIN_OBJECTS",
+    "PRESETS",
+    "plan_lt_shapes",
+    "scene_rng",
+    "target_train_image_counts",
+]
 
 MIN_OBJECTS = 2
 MAX_OBJECTS = 6
@@ -25,6 +32,7 @@ PRESETS: Dict[str, Dict[str, int]] = {
     # categories (a frequent category needs > 100 train images, hence 200 of them).
     "tiny": {"num_train": 200, "num_val": 64, "image_size": 64},
 }
+
 
 def _power_law(hi: float, lo: float, n: int) -> List[int]:
     """n non-increasing integers from hi down to lo following (j+1)^-s (a Zipf curve)."""
@@ -84,7 +92,9 @@ def _assign_categories(
     cat_ids = sorted(targets)
     total = sum(targets.values())
     if max(targets.values()) > num_images:
-        raise ValueError(f"{split}: a category needs {max(targets.values())} images but there are {num_images}")
+        raise ValueError(
+            f"{split}: a category needs {max(targets.values())} images but there are {num_images}"
+        )
     slots = rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1, size=num_images)
     if int(slots.sum()) < total:
         if total > num_images * MAX_OBJECTS:
@@ -129,7 +139,9 @@ def _assign_categories(
     if placed is None:
         placed = place(greedy=True)
     if placed is None:
-        raise ValueError(f"{split}: not enough free object slots for the long-tail plan; use more images")
+        raise ValueError(
+            f"{split}: not enough free object slots for the long-tail plan; use more images"
+        )
     remaining, present = placed
     weight_ids = np.array(cat_ids)
     weights = np.array([dup_weights[c] for c in cat_ids], dtype=np.float64)
@@ -171,18 +183,26 @@ def plan_lt_shapes(seed: int = 0, num_train: int = 800, num_val: int = 200) -> D
             need += 1
         raise ValueError(
             f"LT-Shapes needs at least {need} train images to realise its long-tailed plan "
-            f"(6 frequent categories with > 100 images each, at most {MAX_OBJECTS} objects per image); "
+            f"(6 frequent categories with > 100 images each, at most {MAX_OBJECTS} objects per "
+            f"image); "
             f"got num_train={num_train}"
         )
     train = _assign_categories(
-        num_train, targets, {c: float(t) for c, t in targets.items()}, scene_rng(seed, SPLIT_KEY["train"], 0), "train"
+        num_train,
+        targets,
+        {c: float(t) for c, t in targets.items()},
+        scene_rng(seed, SPLIT_KEY["train"], 0),
+        "train",
     )
     # Validation: roughly class-balanced so that every category (rare ones included) has
     # enough instances to measure AP.  Each category gets the same number of images,
     # sized to fill ~80% of the expected object slots with distinct categories.
     min_val = -(-NUM_CLASSES // MAX_OBJECTS)
     if num_val < min_val:
-        raise ValueError(f"LT-Shapes needs at least {min_val} val images to show every category; got num_val={num_val}")
+        raise ValueError(
+            f"LT-Shapes needs at least {min_val} val images to show every category; got "
+            f"num_val={num_val}"
+        )
     val_rng = scene_rng(seed, SPLIT_KEY["val"], 0)
     expected_slots = num_val * (MIN_OBJECTS + MAX_OBJECTS) / 2.0
     per_cat = int(max(1, min(num_val, math.floor(0.8 * expected_slots / NUM_CLASSES))))

@@ -1,5 +1,6 @@
 """LT-Shapes' drawing: a textured background, then the planned shapes (with jitter and an
 occlusion limit), rendered with OpenCV."""
+
 import math
 from typing import List, Sequence
 
@@ -12,6 +13,7 @@ __all__ = ["polygon_area", "render_image"]
 MIN_REL_SIZE = 0.10  # object size (extent before rotation) relative to the image side
 MAX_REL_SIZE = 0.50
 MAX_OCCLUDED_FRACTION = 0.70  # an object may lose at most 70% of its pixels to others
+
 
 def _unit_polygon(shape: str) -> np.ndarray:
     """Vertices (K, 2) of a shape of extent ~1 centred at the origin."""
@@ -39,7 +41,20 @@ def _unit_polygon(shape: str) -> np.ndarray:
     if shape == "cross":
         a, b = 0.5, 0.17
         return np.array(
-            [[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a], [-b, b], [-a, b], [-a, -b], [-b, -b]]
+            [
+                [-b, -a],
+                [b, -a],
+                [b, -b],
+                [a, -b],
+                [a, b],
+                [b, b],
+                [b, a],
+                [-b, a],
+                [-b, b],
+                [-a, b],
+                [-a, -b],
+                [-b, -b],
+            ]
         )
     raise ValueError(f"unknown shape {shape!r}")
 
@@ -54,7 +69,9 @@ def _to_cv_points(poly: np.ndarray) -> np.ndarray:
     return np.round((poly - 0.5) * (1 << _SHIFT)).astype(np.int32).reshape(-1, 1, 2)
 
 
-def _sample_polygon(shape: str, image_size: int, rng: np.random.Generator, max_rel: float) -> np.ndarray:
+def _sample_polygon(
+    shape: str, image_size: int, rng: np.random.Generator, max_rel: float
+) -> np.ndarray:
     s = float(image_size)
     lo, hi = MIN_REL_SIZE * s, max(MIN_REL_SIZE, max_rel) * s
     size = math.exp(rng.uniform(math.log(lo), math.log(hi)))  # log-uniform: more small objects
@@ -106,7 +123,8 @@ def polygon_area(poly: np.ndarray) -> float:
 
 
 def render_image(cat_ids: Sequence[int], image_size: int, rng: np.random.Generator):
-    """Draw one image.  Returns (BGR uint8 image, objects in draw order, #dropped first instances)."""
+    """Draw one image.  Returns (BGR uint8 image, objects in draw order, #dropped first
+    instances)."""
     import cv2
 
     s = image_size
@@ -130,7 +148,9 @@ def render_image(cat_ids: Sequence[int], image_size: int, rng: np.random.Generat
         tries = 40 if first else 20
         for attempt in range(tries):
             # Shrink the largest allowed size when placements keep failing.
-            max_rel = MAX_REL_SIZE - (MAX_REL_SIZE - MIN_REL_SIZE) * min(1.0, attempt / (0.75 * tries))
+            max_rel = MAX_REL_SIZE - (MAX_REL_SIZE - MIN_REL_SIZE) * min(
+                1.0, attempt / (0.75 * tries)
+            )
             poly = _sample_polygon(shape, s, rng, max_rel)
             mask8 = np.zeros((s, s), dtype=np.uint8)
             cv2.fillPoly(mask8, [_to_cv_points(poly)], 1, lineType=cv2.LINE_8, shift=_SHIFT)
@@ -163,7 +183,15 @@ def render_image(cat_ids: Sequence[int], image_size: int, rng: np.random.Generat
         # A slightly darker 1-pixel rim centred on the polygon boundary keeps overlapping
         # objects of the same colour apart.
         rim = np.zeros((s, s), dtype=np.uint8)
-        cv2.polylines(rim, [_to_cv_points(o["poly"])], True, 255, thickness=1, lineType=cv2.LINE_AA, shift=_SHIFT)
+        cv2.polylines(
+            rim,
+            [_to_cv_points(o["poly"])],
+            True,
+            255,
+            thickness=1,
+            lineType=cv2.LINE_AA,
+            shift=_SHIFT,
+        )
         beta = (rim.astype(np.float64) / 255.0)[:, :, None] * 0.6
         img = img * (1.0 - beta) + (color * 0.65) * beta
     img = img + rng.normal(0.0, 4.0, size=img.shape)

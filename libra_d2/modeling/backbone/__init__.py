@@ -3,7 +3,8 @@
 * ``build_resnet_bfp_backbone`` / ``build_retinanet_resnet_bfp_backbone``: Balanced Feature Pyramid
   on Detectron2's ResNet-FPN (P2-P6) / RetinaNet ResNet-FPN (P3-P7);
 * ``build_resnet_pafpn_backbone`` / ``build_retinanet_resnet_pafpn_backbone``: PAFPN;
-* ``build_resnet_bpafpn_backbone`` / ``build_retinanet_resnet_bpafpn_backbone``: Balanced PAFPN.
+* ``build_resnet_bpafpn_backbone`` / ``build_retinanet_resnet_bpafpn_backbone``: Balanced PAFPN;
+* ``build_fcos_resnet_fpn_backbone``: ResNet-FPN with P6 / P7 from P5 (FCOS).
 """
 
 from .balanced_fpn import (
@@ -13,6 +14,7 @@ from .balanced_fpn import (
     build_resnet_bfp_backbone,
     build_retinanet_resnet_bfp_backbone,
 )
+from .fcos_fpn import build_fcos_resnet_fpn_backbone
 from .pafpn import (
     PAFPN,
     build_resnet_bpafpn_backbone,
@@ -26,6 +28,7 @@ __all__ = [
     "PAFPN",
     "balance_features",
     "build_bfp_refine",
+    "build_fcos_resnet_fpn_backbone",
     "build_resnet_bfp_backbone",
     "build_retinanet_resnet_bfp_backbone",
     "build_resnet_pafpn_backbone",

@@ -33,7 +33,6 @@ A BFP checkpoint does not load into a plain FPN model (the redirection is one-wa
 
 import fvcore.nn.weight_init as weight_init
 import torch.nn.functional as F
-
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import (
@@ -182,8 +181,11 @@ class WrappedFPN(Backbone):
         self._out_feature_channels = {k: shapes[k].channels for k in self._out_features}
         channels = set(self._out_feature_channels.values())
         if len(channels) != 1:
-            raise ValueError("{} needs equal channels on all levels; got {}".format(
-                what, self._out_feature_channels))
+            raise ValueError(
+                "{} needs equal channels on all levels; got {}".format(
+                    what, self._out_feature_channels
+                )
+            )
         return channels.pop()
 
     @property

@@ -26,7 +26,6 @@ FPN keys load too (see :mod:`libra_d2.modeling.backbone.balanced_fpn`).
 import math
 
 import fvcore.nn.weight_init as weight_init
-
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling.backbone import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import (
@@ -71,8 +70,15 @@ class PAFPN(WrappedFPN):
             stage = int(math.log2(self._out_feature_strides[name]))
             # 3x3 convs: stride 2 (N_i -> the next level's size), then stride 1 (output)
             down, out = (
-                Conv2d(channels, channels, kernel_size=3, stride=stride, padding=1, bias=use_bias,
-                       norm=get_norm(norm, channels))
+                Conv2d(
+                    channels,
+                    channels,
+                    kernel_size=3,
+                    stride=stride,
+                    padding=1,
+                    bias=use_bias,
+                    norm=get_norm(norm, channels),
+                )
                 for stride in (2, 1)
             )
             weight_init.c2_xavier_fill(down)

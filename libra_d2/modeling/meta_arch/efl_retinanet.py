@@ -1,21 +1,23 @@
-"""EFLRetinaNet: RetinaNet trained with Equalized Focal Loss, plus EFL's improved one-stage baseline.
+"""EFLRetinaNet: RetinaNet trained with Equalized Focal Loss, plus EFL's improved one-stage
+baseline.
 
 Equalized Focal Loss (Li et al., CVPR 2022, eq. 2-4) replaces the focal loss of the classifier:
-every class ``j`` gets its own focusing factor ``gamma_j = gamma_b + s (1 - g_j)`` and weighting factor
-``gamma_j / gamma_b``, where ``g_j`` is the accumulated ratio of positive to negative gradient
-magnitudes of class ``j`` (:class:`~libra_d2.layers.equalized_focal_loss.EqualizedFocalLoss`, which
-computes the loss and the true ``|dL/dlogit|`` statistics in one fused pass). The loss module is the
-attribute ``efl``, so its fp32 statistics buffers (``efl.statistics.pos_grad`` / ``neg_grad``) are in
-the model's ``state_dict``: ``DetectionCheckpointer`` saves them and ``--resume`` restores them.
+every class ``j`` gets its own focusing factor ``gamma_j = gamma_b + s (1 - g_j)`` and weighting
+factor ``gamma_j / gamma_b``, where ``g_j`` is the accumulated ratio of positive to negative
+gradient magnitudes of class ``j``
+(:class:`~libra_d2.layers.equalized_focal_loss.EqualizedFocalLoss`, which computes the loss and the
+true ``|dL/dlogit|`` statistics in one fused pass). The loss module is the attribute ``efl``, so its
+fp32 statistics buffers (``efl.statistics.pos_grad`` / ``neg_grad``) are in the model's
+``state_dict``: ``DetectionCheckpointer`` saves them and ``--resume`` restores them.
 
 Registered in Detectron2's ``META_ARCH_REGISTRY`` as "EFLRetinaNet"; a subclass of
-:class:`LibraRetinaNet`, so the box loss is any of ``MODEL.RETINANET.BBOX_REG_LOSS_TYPE`` (smooth L1,
-GIoU, ... and Balanced L1 / LGR-L1) and a BFP backbone combines as in Libra RetinaNet.
+:class:`LibraRetinaNet`, so the box loss is any of ``MODEL.RETINANET.BBOX_REG_LOSS_TYPE`` (smooth
+L1, GIoU, ... and Balanced L1 / LGR-L1) and a BFP backbone combines as in Libra RetinaNet.
 
 Config (``MODEL.EFL``, see :func:`libra_d2.config.add_efl_config`):
 
-* ``GAMMA_B`` (2.0), ``SCALE`` (``s``, 8.0), ``FOCAL_ALPHA`` (0.25): the loss. With ``SCALE 0`` EFL is
-  sigmoid focal loss.
+* ``GAMMA_B`` (2.0), ``SCALE`` (``s``, 8.0), ``FOCAL_ALPHA`` (0.25): the loss. With ``SCALE 0`` EFL
+  is sigmoid focal loss.
 * ``USE_FOCUSING`` / ``USE_WEIGHTING`` (True): the paper's Table 3 ablation. Focusing off:
   ``gamma_j = gamma_b`` for every class (the weights still follow ``g_j``); weighting off: weight 1.
 * ``LOSS_NORMALIZER``: "num_pos" (default; the paper's and the reference's normaliser: the number of
@@ -37,6 +39,7 @@ Config (``MODEL.EFL``, see :func:`libra_d2.config.add_efl_config`):
   improved baseline are Detectron2 config keys (anchor sizes, GIoU, GN heads, warm-up, gradient
   clipping, repeat-factor sampling): see ``configs/LVISv1-Detection/efl_improved_baseline_*``.
 """
+
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -47,69 +50,31 @@ from detectron2.modeling.meta_arch.build import META_ARCH_REGISTRY
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes, Instances
 from detectron2.structures.boxes import matched_pairwise_iou
-from detectron2.utils import comm
-from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
 from ...data.class_frequency import training_frequency_groups
+from ...layers.equalized_focal_loss import EFLClassificationLoss
 from ...utils.compat import retinanet_head_norm
 from ...utils.events import put_scalar_deferred
-from ...layers.equalized_focal_loss import EqualizedFocalLoss
 from ..atss_matcher import ATSSMatcher
-from ...utils.comm import all_reduce_sum
-from ..class_statistics import log_to_storage
+from ..dense_efl import (
+    check_frequency_groups,
+    check_loss_normalizer,
+    dense_efl_loss,
+    efl_loss_kwargs,
+    log_efl_statistics,
+    loss_normalizer,
+)
 from ..matcher import build_matcher
 from .libra_retinanet import LibraRetinaNet
 
 __all__ = [
     "EFLRetinaNet",
     "EFLRetinaNetHead",
-    "EFLClassificationLoss",
-    "LOSS_NORMALIZERS",
 ]
 
 
-LOSS_NORMALIZERS = ("num_pos", "ema")
 ANCHOR_MATCHERS = ("iou", "atss")
-
-
-# ----------------------------------------------------------------------------------------------------
-# the loss with the ablation switches
-# ----------------------------------------------------------------------------------------------------
-class EFLClassificationLoss(EqualizedFocalLoss):
-    """:class:`EqualizedFocalLoss` with the focusing and the weighting factor switchable (Table 3).
-
-    ``use_focusing=False``: ``gamma_j = gamma_b`` for every class; ``use_weighting=False``:
-    ``w_j = 1``. The statistics are accumulated either way (they are what the other factor uses).
-    Same forward, buffers and state-dict keys as :class:`EqualizedFocalLoss`.
-    """
-
-    def __init__(
-        self,
-        num_classes: int,
-        gamma_b: float = 2.0,
-        scale: float = 8.0,
-        alpha: float = 0.25,
-        use_focusing: bool = True,
-        use_weighting: bool = True,
-    ):
-        super().__init__(num_classes, gamma_b=gamma_b, scale=scale, alpha=alpha)
-        self.use_focusing = bool(use_focusing)
-        self.use_weighting = bool(use_weighting)
-
-    def focusing_factors(self):
-        gamma, weight = super().focusing_factors()
-        if not self.use_focusing:
-            gamma = torch.full_like(gamma, self.gamma_b)
-        if not self.use_weighting:
-            weight = torch.ones_like(weight)
-        return gamma, weight
-
-    def extra_repr(self) -> str:
-        return (
-            super().extra_repr()
-            + f", use_focusing={self.use_focusing}, use_weighting={self.use_weighting}"
-        )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -117,9 +82,10 @@ class EFLClassificationLoss(EqualizedFocalLoss):
 # ----------------------------------------------------------------------------------------------------
 class EFLRetinaNetHead(RetinaNetHead):
     """Detectron2's :class:`RetinaNetHead` plus, with ``iou_branch``, an IoU predictor: a 3x3 conv
-    on the box subnet's features giving one IoU logit per anchor (``iou_pred``), in the place of ATSS's
-    centerness branch. ``forward`` then returns ``(logits, bbox_reg, iou_logits)``, the last a list of
-    ``(N, A, Hi, Wi)`` tensors; without it, exactly RetinaNetHead's ``(logits, bbox_reg)``.
+    on the box subnet's features giving one IoU logit per anchor (``iou_pred``), in the place of
+    ATSS's centerness branch. ``forward`` then returns ``(logits, bbox_reg, iou_logits)``, the last
+    a list of ``(N, A, Hi, Wi)`` tensors; without it, exactly RetinaNetHead's ``(logits,
+    bbox_reg)``.
     """
 
     @configurable
@@ -159,7 +125,8 @@ class EFLRetinaNetHead(RetinaNetHead):
 # ----------------------------------------------------------------------------------------------------
 @META_ARCH_REGISTRY.register()
 class EFLRetinaNet(LibraRetinaNet):
-    """RetinaNet with Equalized Focal Loss and the switches of EFL's improved baseline (module doc)."""
+    """RetinaNet with Equalized Focal Loss and the switches of EFL's improved baseline (module
+    doc)."""
 
     @configurable
     def __init__(
@@ -176,7 +143,8 @@ class EFLRetinaNet(LibraRetinaNet):
         """
         Args:
             efl: keyword arguments of :class:`EFLClassificationLoss` (``gamma_b``, ``scale``,
-                ``alpha``, ``use_focusing``, ``use_weighting``); None: the paper's (2, 8, 0.25, on, on).
+                ``alpha``, ``use_focusing``, ``use_weighting``); None: the paper's (2, 8, 0.25, on,
+                on).
             loss_normalizer: "num_pos" or "ema" (module doc).
             iou_branch: the head predicts IoU (it must be an :class:`EFLRetinaNetHead` built with
                 ``iou_branch=True``); trained with BCE, multiplied into the scores at test time.
@@ -187,31 +155,19 @@ class EFLRetinaNet(LibraRetinaNet):
                 be an :class:`ATSSMatcher`).
         """
         super().__init__(**kwargs)
-        if loss_normalizer not in LOSS_NORMALIZERS:
-            raise ValueError(
-                f"MODEL.EFL.LOSS_NORMALIZER={loss_normalizer!r}; expected one of {LOSS_NORMALIZERS}"
-            )
         self.efl = EFLClassificationLoss(self.num_classes, **(efl or {}))
-        self.loss_normalizer_type = loss_normalizer
+        self.loss_normalizer_type = check_loss_normalizer(loss_normalizer)
         self.iou_branch = bool(iou_branch)
         if self.iou_branch and not getattr(self.head, "iou_branch", False):
             raise ValueError("iou_branch=True needs a head that predicts IoU (EFLRetinaNetHead)")
         self.iou_loss_weight = float(iou_loss_weight)
-        if frequency_groups is not None and len(frequency_groups) != self.num_classes:
-            raise ValueError(
-                f"{len(frequency_groups)} frequency groups for {self.num_classes} classes"
-            )
-        self.frequency_groups = list(frequency_groups) if frequency_groups is not None else None
+        self.frequency_groups = check_frequency_groups(frequency_groups, self.num_classes)
         self.log_period = int(log_period)
 
     @classmethod
     def from_config(cls, cfg):
         node = cfg.MODEL.get("EFL")
-        if node is None:
-            raise KeyError(
-                "The MODEL.EFL config node is missing: call libra_d2.add_libra_config(cfg) before "
-                "building the model"
-            )
+        efl = efl_loss_kwargs(node)
         norm = cfg.MODEL.RETINANET.NORM
         base_cfg = cfg
         if retinanet_head_norm(norm) is not norm:
@@ -230,17 +186,12 @@ class EFLRetinaNet(LibraRetinaNet):
             ret["anchor_matcher"] = build_matcher("ATSSMatcher", topk=node.ATSS_TOPK)
         elif matcher != "iou":
             raise ValueError(
-                f"MODEL.EFL.ANCHOR_MATCHER={node.ANCHOR_MATCHER!r}; expected one of {ANCHOR_MATCHERS}"
+                f"MODEL.EFL.ANCHOR_MATCHER={node.ANCHOR_MATCHER!r}; expected one of "
+                f"{ANCHOR_MATCHERS}"
             )
         num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
         ret.update(
-            efl={
-                "gamma_b": node.GAMMA_B,
-                "scale": node.SCALE,
-                "alpha": node.FOCAL_ALPHA,
-                "use_focusing": node.USE_FOCUSING,
-                "use_weighting": node.USE_WEIGHTING,
-            },
+            efl=efl,
             loss_normalizer=node.LOSS_NORMALIZER,
             iou_branch=node.IOU_BRANCH,
             iou_loss_weight=node.IOU_LOSS_WEIGHT,
@@ -252,7 +203,8 @@ class EFLRetinaNet(LibraRetinaNet):
     # -- anchors ----------------------------------------------------------------------------------
     @torch.no_grad()
     def label_anchors(self, anchors, gt_instances):
-        """Detectron2's ``label_anchors`` (same outputs); with an :class:`ATSSMatcher` the anchors are
+        """Detectron2's ``label_anchors`` (same outputs); with an :class:`ATSSMatcher` the anchors
+        are
         assigned by ATSS, which sees the anchors per level and the GT boxes."""
         if not isinstance(self.anchor_matcher, ATSSMatcher):
             return super().label_anchors(anchors, gt_instances)
@@ -260,7 +212,9 @@ class EFLRetinaNet(LibraRetinaNet):
         num_anchors = sum(a.shape[0] for a in per_level)
         gt_labels, matched_gt_boxes = [], []
         for gt_per_image in gt_instances:
-            matched_idxs, anchor_labels = self.anchor_matcher(per_level, gt_per_image.gt_boxes.tensor)
+            matched_idxs, anchor_labels = self.anchor_matcher(
+                per_level, gt_per_image.gt_boxes.tensor
+            )
             if len(gt_per_image) > 0:
                 matched_gt_boxes_i = gt_per_image.gt_boxes.tensor[matched_idxs]
                 gt_labels_i = gt_per_image.gt_classes[matched_idxs].clone()
@@ -288,16 +242,6 @@ class EFLRetinaNet(LibraRetinaNet):
             anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, pred_iou=pred_iou
         )
 
-    def _loss_normalizer(self, num_pos_anchors: torch.Tensor) -> torch.Tensor:
-        """The classification and box losses' divisor, a tensor (no host synchronisation)."""
-        if self.loss_normalizer_type == "ema":
-            return self._update_loss_normalizer(num_pos_anchors)
-        total = num_pos_anchors.double().reshape(1)
-        world_size = comm.get_world_size()
-        if world_size > 1:
-            all_reduce_sum(total)
-        return (total[0] / world_size).clamp(min=1.0).float()
-
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, pred_iou=None):
         """RetinaNet's ``losses`` (same arguments) with EFL as the classification loss.
 
@@ -312,12 +256,10 @@ class EFLRetinaNet(LibraRetinaNet):
         pos_mask = valid_mask & (gt_labels != self.num_classes)
         num_pos_anchors = pos_mask.sum()
         put_scalar_deferred("num_pos_anchors", num_pos_anchors / num_images)
-        normalizer = self._loss_normalizer(num_pos_anchors)
-
-        # no loss for the last (background) column
-        gt_labels_target = F.one_hot(gt_labels[valid_mask], num_classes=self.num_classes + 1)[:, :-1]
-        logits = cat(pred_logits, dim=1)[valid_mask]
-        loss_cls = self.efl(logits, gt_labels_target.to(logits.dtype), normalizer=normalizer)
+        normalizer = loss_normalizer(
+            self.loss_normalizer_type, num_pos_anchors, self._update_loss_normalizer
+        )
+        loss_cls = dense_efl_loss(self.efl, pred_logits, gt_labels, normalizer)
         loss_box_reg = self.box_regression_loss(anchors, pred_anchor_deltas, gt_boxes, pos_mask)
         losses = {"loss_cls": loss_cls, "loss_box_reg": loss_box_reg / normalizer}
         if pred_iou is not None:
@@ -328,7 +270,9 @@ class EFLRetinaNet(LibraRetinaNet):
             self.log_statistics()
         return losses
 
-    def iou_branch_loss(self, anchors, pred_anchor_deltas, pred_iou, gt_boxes, pos_mask, normalizer):
+    def iou_branch_loss(
+        self, anchors, pred_anchor_deltas, pred_iou, gt_boxes, pos_mask, normalizer
+    ):
         """BCE between the IoU logits of the positive anchors and the IoU of their decoded predicted
         boxes with their GT boxes (detached), summed, / ``normalizer``, x ``iou_loss_weight``."""
         iou_logits = cat(pred_iou, dim=1)[..., 0][pos_mask]  # (P,)
@@ -345,25 +289,8 @@ class EFLRetinaNet(LibraRetinaNet):
         return loss * (self.iou_loss_weight / normalizer)
 
     def log_statistics(self) -> Dict[str, float]:
-        """Write the per-group means of ``g_j``, ``gamma_j`` and ``w_j`` to the EventStorage (every
-        ``log_period`` iterations); returns what was written."""
-        if self.log_period <= 0:
-            return {}
-        storage = get_event_storage()
-        if storage.iter % self.log_period != 0:
-            return {}
-        gamma, weight = self.efl.focusing_factors()
-        written = {}
-        overall = ["all"] * self.num_classes
-        for prefix, values in (
-            ("efl/grad_ratio", self.efl.statistics.ratio),
-            ("efl/gamma", gamma),
-            ("efl/weight", weight),
-        ):
-            if self.frequency_groups:
-                written.update(log_to_storage(prefix, self.frequency_groups, values))
-            written.update(log_to_storage(prefix, overall, values))
-        return written
+        """``g_j``, ``gamma_j`` and ``w_j`` per frequency group (:func:`log_efl_statistics`)."""
+        return log_efl_statistics(self.efl, self.frequency_groups, self.log_period)
 
     # -- inference --------------------------------------------------------------------------------
     def forward_inference(self, images, features, predictions):

@@ -10,6 +10,7 @@ Detectron2's RetinaNet; with a Detectron2 loss type the losses are exactly Retin
 
 Registered in Detectron2's ``META_ARCH_REGISTRY`` as "LibraRetinaNet".
 """
+
 from typing import Dict, Optional
 
 import torch
@@ -88,7 +89,9 @@ class LibraRetinaNet(RetinaNet):
         normalizer = self._update_loss_normalizer(num_pos_anchors)
 
         # no loss for the last (background) column
-        gt_labels_target = F.one_hot(gt_labels[valid_mask], num_classes=self.num_classes + 1)[:, :-1]
+        gt_labels_target = F.one_hot(gt_labels[valid_mask], num_classes=self.num_classes + 1)[
+            :, :-1
+        ]
         loss_cls = sigmoid_focal_loss_jit(
             cat(pred_logits, dim=1)[valid_mask],
             gt_labels_target.to(pred_logits[0].dtype),

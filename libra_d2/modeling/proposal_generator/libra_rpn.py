@@ -22,6 +22,7 @@ the sampling is plain random; for smaller h the lowest one or two bins share the
 (on a 128 px image with small objects, mean max IoU of the sampled negatives: random 0.018,
 reference range 0.083, IOU_UPPER 0.3: 0.122).
 """
+
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -92,8 +93,12 @@ class LibraRPN(RPN):
             max_ious: (R,) max IoU of every anchor (IoU-balanced negatives).
         """
         pos_idx, neg_idx = self.sampling.subsample(
-            label, self.batch_size_per_image, self.positive_fraction, 0,
-            max_ious=max_ious, matched_idxs=matched_idxs,
+            label,
+            self.batch_size_per_image,
+            self.positive_fraction,
+            0,
+            max_ious=max_ious,
+            matched_idxs=matched_idxs,
         )
         label.fill_(-1)
         label.scatter_(0, pos_idx, 1)
@@ -109,13 +114,16 @@ class LibraRPN(RPN):
         anchors = Boxes.cat(anchors)
         gt_labels, matched_gt_boxes = [], []
         for inst in gt_instances:
-            labels_i, boxes_i = self._label_and_sample_image(anchors, inst.gt_boxes, inst.image_size)
+            labels_i, boxes_i = self._label_and_sample_image(
+                anchors, inst.gt_boxes, inst.image_size
+            )
             gt_labels.append(labels_i)  # (R,)
             matched_gt_boxes.append(boxes_i)  # (R, 4)
         return gt_labels, matched_gt_boxes
 
     def _label_and_sample_image(self, anchors: Boxes, gt_boxes: Boxes, image_size):
-        """Match, label and sample the anchors of one image: (labels (R,), matched GT boxes (R, 4))."""
+        """Match, label and sample the anchors of one image: (labels (R,), matched GT boxes (R,
+        4))."""
         match_quality_matrix = retry_if_cuda_oom(pairwise_iou)(gt_boxes, anchors)
         if self.sampling.needs_max_ious:
             matched_idxs, labels, max_ious = retry_if_cuda_oom(_match_with_quality)(
@@ -135,8 +143,11 @@ class LibraRPN(RPN):
 
         labels = self._subsample_labels(
             labels,
-            matched_idxs=matched_idxs.to(device=gt_boxes.device)
-            if self.sampling.needs_matched_idxs else None,
+            matched_idxs=(
+                matched_idxs.to(device=gt_boxes.device)
+                if self.sampling.needs_matched_idxs
+                else None
+            ),
             max_ious=max_ious,
         )
         if len(gt_boxes) == 0:  # all background: the boxes are never used

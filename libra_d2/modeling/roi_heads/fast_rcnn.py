@@ -8,6 +8,7 @@
 
 Normalisation is Detectron2's everywhere (sum over sampled RoIs / number of sampled RoIs).
 """
+
 import logging
 import math
 
@@ -50,7 +51,8 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
             balanced_l1: ``dict(alpha, gamma, beta)`` for the "balanced_l1" / "lgr_l1" box losses.
             bcr_unavailable_reason: why the BCR weights could not be computed (training then fails
                 with this reason unless a checkpoint provides them).
-            sigmoid_prior_prob: initial probability of every class of the sigmoid ("bcr") classifier.
+            sigmoid_prior_prob: initial probability of every class of the sigmoid ("bcr")
+                classifier.
             bcr_exclude_background: BCR leaves background RoIs unweighted
                 (``MODEL.ROI_BOX_HEAD.BCR.EXCLUDE_BACKGROUND``).
             kwargs: Detectron2's ``FastRCNNOutputLayers`` arguments.
@@ -66,7 +68,9 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
             raise ValueError("CLS_LOSS_TYPE='bcr' needs per-class weights (bcr_class_weights)")
         self.cls_loss_type = cls_loss_type
         if cls_loss_type == "bcr":
-            torch.nn.init.constant_(self.cls_score.bias, -math.log((1 - sigmoid_prior_prob) / sigmoid_prior_prob))
+            torch.nn.init.constant_(
+                self.cls_score.bias, -math.log((1 - sigmoid_prior_prob) / sigmoid_prior_prob)
+            )
         self.bcr_unavailable_reason = bcr_unavailable_reason
         self.bcr_exclude_background = bool(bcr_exclude_background)
         self._bcr_weights_checked = False
@@ -93,13 +97,18 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
             except (OSError, KeyError) as e:
                 # No training data here (e.g. evaluating a downloaded checkpoint, whose saved
                 # buffer replaces these weights). Training without them fails in the loss.
-                logger.warning("BCR class frequencies unavailable (%s); weights must come from a "
-                               "checkpoint", e)
+                logger.warning(
+                    "BCR class frequencies unavailable (%s); weights must come from a "
+                    "checkpoint",
+                    e,
+                )
                 ret["bcr_class_weights"] = torch.full((num_classes,), float("nan"))
                 ret["bcr_unavailable_reason"] = str(e)
                 return ret
             ret["bcr_class_weights"] = bucketed_class_weights(
-                freqs, num_buckets=head.BCR.NUM_BUCKETS, turning_point=head.BCR.TURNING_POINT,
+                freqs,
+                num_buckets=head.BCR.NUM_BUCKETS,
+                turning_point=head.BCR.TURNING_POINT,
                 temperature=head.BCR.TEMPERATURE,
             )
         return ret
@@ -115,8 +124,13 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
                         "which could not be read: {}".format(self.bcr_unavailable_reason)
                     )
                 self._bcr_weights_checked = True
-            return bcr_sigmoid_ce_loss(scores, gt_classes, self.bcr_class_weights, reduction="mean",
-                                       exclude_background_rois=self.bcr_exclude_background)
+            return bcr_sigmoid_ce_loss(
+                scores,
+                gt_classes,
+                self.bcr_class_weights,
+                reduction="mean",
+                exclude_background_rois=self.bcr_exclude_background,
+            )
         raise AssertionError(self.cls_loss_type)
 
     def losses(self, predictions, proposals):
@@ -126,9 +140,9 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
             gt_classes = (
                 cat([p.gt_classes for p in proposals], dim=0) if len(proposals) else torch.empty(0)
             )
-            losses["loss_cls"] = self.classification_loss(scores, gt_classes) * self.loss_weight.get(
-                "loss_cls", 1.0
-            )
+            losses["loss_cls"] = self.classification_loss(
+                scores, gt_classes
+            ) * self.loss_weight.get("loss_cls", 1.0)
         return losses
 
     def box_reg_loss(self, proposal_boxes, gt_boxes, pred_deltas, gt_classes):
@@ -144,8 +158,11 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
             ]
         gt_deltas = self.box2box_transform.get_deltas(proposal_boxes[fg_inds], gt_boxes[fg_inds])
         loss = delta_regression_loss(
-            fg_pred_deltas, gt_deltas, self.box_reg_loss_type,
-            smooth_l1_beta=self.smooth_l1_beta, balanced_l1=self.balanced_l1,
+            fg_pred_deltas,
+            gt_deltas,
+            self.box_reg_loss_type,
+            smooth_l1_beta=self.smooth_l1_beta,
+            balanced_l1=self.balanced_l1,
         )
         # Detectron2's normalisation: by the number of sampled RoIs, not of foreground ones.
         return loss / max(gt_classes.numel(), 1.0)

@@ -1,6 +1,7 @@
 """``LibraROIHeads``: Detectron2's ``StandardROIHeads`` with Libra R-CNN's sample-level balance
 (IoU-balanced negatives; instance- or class-balanced positives) and its box predictor
 (:class:`LibraFastRCNNOutputLayers`). Masks work as in ``StandardROIHeads`` (Libra Mask R-CNN)."""
+
 from typing import List, NamedTuple, Sequence
 
 import torch
@@ -35,8 +36,10 @@ def sample_counts(samples: Sequence[ImageSample], num_classes: int):
     """``(num_fg, num_bg)``: the mean number of sampled foreground / background RoIs per image, as
     0-d tensors (no host synchronisation)."""
     num_bg = torch.stack([(s.instances.gt_classes == num_classes).sum() for s in samples])
-    num_fg = torch.stack([torch.as_tensor(len(s.instances), device=num_bg.device)
-                          for s in samples]) - num_bg
+    num_fg = (
+        torch.stack([torch.as_tensor(len(s.instances), device=num_bg.device) for s in samples])
+        - num_bg
+    )
     return num_fg.float().mean(), num_bg.float().mean()
 
 
@@ -89,16 +92,20 @@ class LibraROIHeads(StandardROIHeads):
         also returns the sampled negatives' IoUs."""
         labels = self._proposal_labels(matched_idxs, matched_labels, gt_classes)
         fg_idxs, bg_idxs = self.sampling.subsample(
-            labels, self.batch_size_per_image,
+            labels,
+            self.batch_size_per_image,
             self.positive_fraction if positive_fraction is None else positive_fraction,
-            self.num_classes, max_ious=max_ious, matched_idxs=matched_idxs,
+            self.num_classes,
+            max_ious=max_ious,
+            matched_idxs=matched_idxs,
         )
         sampled_idxs = torch.cat([fg_idxs, bg_idxs], dim=0)
         return sampled_idxs, labels[sampled_idxs], max_ious[bg_idxs]
 
     @staticmethod
-    def _sampled_instances(proposals_per_image, targets_per_image, matched_idxs, sampled_idxs,
-                           gt_classes):
+    def _sampled_instances(
+        proposals_per_image, targets_per_image, matched_idxs, sampled_idxs, gt_classes
+    ):
         """The sampled proposals with their labels and their matched ground truth's ``gt_*``
         fields (as Detectron2's ``label_and_sample_proposals`` builds them)."""
         sampled = proposals_per_image[sampled_idxs]
@@ -115,17 +122,24 @@ class LibraROIHeads(StandardROIHeads):
         proposals (here one module; ``ParallelROIHeads`` samples for each of its modules)."""
         return [self._sample_proposals_balanced(matched_idxs, matched_labels, max_ious, gt_classes)]
 
-    def sample_image(self, proposals_per_image: Instances,
-                     targets_per_image: Instances) -> List[ImageSample]:
+    def sample_image(
+        self, proposals_per_image: Instances, targets_per_image: Instances
+    ) -> List[ImageSample]:
         """Match one image's proposals to its ground truth once, then sample them for every R-CNN
         module: one :class:`ImageSample` per module."""
         quality = pairwise_iou(targets_per_image.gt_boxes, proposals_per_image.proposal_boxes)
         matched_idxs, matched_labels, max_ious = self.proposal_matcher.match_with_quality(quality)
         samples = self._sample_modules(
-            matched_idxs, matched_labels, max_ious, targets_per_image.gt_classes)
+            matched_idxs, matched_labels, max_ious, targets_per_image.gt_classes
+        )
         return [
-            ImageSample(self._sampled_instances(proposals_per_image, targets_per_image,
-                                                matched_idxs, idxs, classes), idxs, bg_ious)
+            ImageSample(
+                self._sampled_instances(
+                    proposals_per_image, targets_per_image, matched_idxs, idxs, classes
+                ),
+                idxs,
+                bg_ious,
+            )
             for idxs, classes, bg_ious in samples
         ]
 

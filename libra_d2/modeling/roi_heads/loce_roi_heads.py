@@ -23,6 +23,7 @@ The memory itself, its class-balanced pre-fill and the per-step class sampling b
 trainer (``libra_d2/engine/loce.py``); without an attached memory and memory batch the heads behave
 as ``LibraROIHeads`` plus the mean-score tracker.
 """
+
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -43,7 +44,8 @@ from .libra_roi_heads import LibraROIHeads
 
 __all__ = ["MemoryBatch", "LOCEFastRCNNOutputLayers", "LOCEROIHeads", "GT_INDEX_FIELD"]
 
-#: Field of the sampled proposals: index of the matched GT box within its image (LOCEROIHeads sets it).
+#: Field of the sampled proposals: index of the matched GT box within its image (LOCEROIHeads sets
+#: it).
 GT_INDEX_FIELD = "matched_gt_idxs"
 
 
@@ -103,11 +105,15 @@ class LOCEFastRCNNOutputLayers(LibraFastRCNNOutputLayers):
                 "MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE 'ce', got {!r}".format(self.cls_loss_type)
             )
         if self.cls_loss_type == "bcr":
-            raise ValueError("LOCE's mean scores are softmax probabilities: CLS_LOSS_TYPE 'bcr' "
-                             "(a sigmoid classifier) cannot be used with LOCEROIHeads")
+            raise ValueError(
+                "LOCE's mean scores are softmax probabilities: CLS_LOSS_TYPE 'bcr' "
+                "(a sigmoid classifier) cannot be used with LOCEROIHeads"
+            )
         self.use_equilibrium_loss = bool(use_equilibrium_loss)
         self.mean_score = MeanClassScore(
-            self.num_classes, momentum=score_momentum, background_value=background_score,
+            self.num_classes,
+            momentum=score_momentum,
+            background_value=background_score,
             init_value=init_score,
         )
         self.frequency_groups = list(frequency_groups) if frequency_groups is not None else None
@@ -140,28 +146,39 @@ class LOCEFastRCNNOutputLayers(LibraFastRCNNOutputLayers):
             gt_classes = cat([p.gt_classes for p in proposals], dim=0)
             fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
             if not all(p.has(GT_INDEX_FIELD) for p in proposals):
-                raise ValueError("LOCE mean scores need the proposals' '{}' field (set by "
-                                 "LOCEROIHeads.label_and_sample_proposals)".format(GT_INDEX_FIELD))
+                raise ValueError(
+                    "LOCE mean scores need the proposals' '{}' field (set by "
+                    "LOCEROIHeads.label_and_sample_proposals)".format(GT_INDEX_FIELD)
+                )
             gt_index = cat([p.get(GT_INDEX_FIELD) for p in proposals], dim=0).long()
-            image = cat([torch.full((len(p),), i, dtype=torch.long, device=gt_index.device)
-                         for i, p in enumerate(proposals)], dim=0)
+            image = cat(
+                [
+                    torch.full((len(p),), i, dtype=torch.long, device=gt_index.device)
+                    for i, p in enumerate(proposals)
+                ],
+                dim=0,
+            )
             # (a tensor stride: no host read-back of the largest GT index)
             instance = image * (gt_index.max() + 1) + gt_index
             cls_fg = gt_classes[fg]
             c, v = MeanClassScore.entries_by_instance(
-                cls_fg, probs[:num_props][fg, cls_fg], instance[fg])
+                cls_fg, probs[:num_props][fg, cls_fg], instance[fg]
+            )
             classes.append(c)
             values.append(v)
         if memory is not None and memory.num_rows:
             labels = memory.labels.long()
-            rows = probs[num_props:num_props + memory.num_rows]
+            rows = probs[num_props : num_props + memory.num_rows]
             c, v = MeanClassScore.entries_by_instance(
-                labels, rows[torch.arange(labels.numel(), device=rows.device), labels], labels)
+                labels, rows[torch.arange(labels.numel(), device=rows.device), labels], labels
+            )
             classes.append(c)
             values.append(v)
         if not classes:
-            return (torch.zeros(0, dtype=torch.long, device=scores.device),
-                    torch.zeros(0, dtype=torch.float32, device=scores.device))
+            return (
+                torch.zeros(0, dtype=torch.long, device=scores.device),
+                torch.zeros(0, dtype=torch.float32, device=scores.device),
+            )
         return torch.cat(classes), torch.cat(values)
 
     @torch.no_grad()
@@ -172,10 +189,12 @@ class LOCEFastRCNNOutputLayers(LibraFastRCNNOutputLayers):
         self.mean_score.update(classes, values)
         if self.log_period > 0:
             if self.frequency_groups:
-                self.mean_score.log_to_storage("loce/mean_score", self.frequency_groups,
-                                               period=self.log_period)
-            self.mean_score.log_to_storage("loce/mean_score", ["all"] * self.num_classes,
-                                           period=self.log_period)
+                self.mean_score.log_to_storage(
+                    "loce/mean_score", self.frequency_groups, period=self.log_period
+                )
+            self.mean_score.log_to_storage(
+                "loce/mean_score", ["all"] * self.num_classes, period=self.log_period
+            )
 
     # -- losses ----------------------------------------------------------------------------------
     def _plain_classification_loss(self, scores, gt_classes):
@@ -188,14 +207,19 @@ class LOCEFastRCNNOutputLayers(LibraFastRCNNOutputLayers):
         if self.box_reg_loss_type not in DELTA_LOSSES:
             raise ValueError(
                 "MFS stores regression targets as deltas: BBOX_REG_LOSS_TYPE must be one of {}, "
-                "got {!r}".format(DELTA_LOSSES, self.box_reg_loss_type))
+                "got {!r}".format(DELTA_LOSSES, self.box_reg_loss_type)
+            )
         box_dim = target_deltas.shape[1]
         if pred_deltas.shape[1] != box_dim:  # class-specific regression
             pred_deltas = pred_deltas.view(-1, self.num_classes, box_dim)[
-                torch.arange(labels.numel(), device=labels.device), labels]
+                torch.arange(labels.numel(), device=labels.device), labels
+            ]
         return delta_regression_loss(
-            pred_deltas, target_deltas.to(pred_deltas.dtype), self.box_reg_loss_type,
-            smooth_l1_beta=self.smooth_l1_beta, balanced_l1=self.balanced_l1,
+            pred_deltas,
+            target_deltas.to(pred_deltas.dtype),
+            self.box_reg_loss_type,
+            smooth_l1_beta=self.smooth_l1_beta,
+            balanced_l1=self.balanced_l1,
         )
 
     def losses(self, predictions, proposals, memory: Optional[MemoryBatch] = None):
@@ -205,15 +229,21 @@ class LOCEFastRCNNOutputLayers(LibraFastRCNNOutputLayers):
         num_props = sum(len(p) for p in proposals)
         num_mem = memory.num_rows if memory is not None else 0
         if scores.shape[0] != num_props + num_mem:
-            raise ValueError("{} prediction rows for {} proposals + {} memory rows".format(
-                scores.shape[0], num_props, num_mem))
+            raise ValueError(
+                "{} prediction rows for {} proposals + {} memory rows".format(
+                    scores.shape[0], num_props, num_mem
+                )
+            )
         if self.training:
             self.update_mean_scores(scores, proposals, memory)
         losses = super().losses((scores[:num_props], deltas[:num_props]), proposals)
         if num_mem == 0 and not self.use_equilibrium_loss:
             return losses
-        gt_classes = (cat([p.gt_classes for p in proposals], dim=0) if num_props
-                      else torch.zeros(0, dtype=torch.long, device=scores.device))
+        gt_classes = (
+            cat([p.gt_classes for p in proposals], dim=0)
+            if num_props
+            else torch.zeros(0, dtype=torch.long, device=scores.device)
+        )
         labels = cat([gt_classes, memory.labels.long()]) if num_mem else gt_classes
         if self.use_equilibrium_loss:
             loss_cls = equilibrium_loss(scores, labels, self.mean_score.score)
@@ -221,7 +251,9 @@ class LOCEFastRCNNOutputLayers(LibraFastRCNNOutputLayers):
             loss_cls = self._plain_classification_loss(scores, labels)
         losses["loss_cls"] = loss_cls * self.loss_weight.get("loss_cls", 1.0)
         if num_mem:
-            mem_reg = self.memory_box_reg_loss(deltas[num_props:], memory.targets, memory.labels.long())
+            mem_reg = self.memory_box_reg_loss(
+                deltas[num_props:], memory.targets, memory.labels.long()
+            )
             # both parts normalised by all rows, as Detectron2 normalises by the sampled RoIs
             losses["loss_box_reg"] = (
                 losses["loss_box_reg"] * max(num_props, 1)
@@ -233,8 +265,9 @@ class LOCEFastRCNNOutputLayers(LibraFastRCNNOutputLayers):
 @ROI_HEADS_REGISTRY.register()
 class LOCEROIHeads(LibraROIHeads):
     @configurable
-    def __init__(self, *, memory_feature_shape: Sequence[int] = (256, 7, 7),
-                 num_jitter: int = 16, **kwargs):
+    def __init__(
+        self, *, memory_feature_shape: Sequence[int] = (256, 7, 7), num_jitter: int = 16, **kwargs
+    ):
         """
         Args:
             memory_feature_shape: shape of one pooled RoI feature (channels, res, res); what a
@@ -258,10 +291,14 @@ class LOCEROIHeads(LibraROIHeads):
         res = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
         ret["memory_feature_shape"] = (input_shape[in_features[0]].channels, res, res)
         ret["num_jitter"] = cfg.MODEL.LOCE.MFS.NUM_JITTER
-        if cfg.MODEL.LOCE.MFS.ENABLED and cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE not in DELTA_LOSSES:
+        if (
+            cfg.MODEL.LOCE.MFS.ENABLED
+            and cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE not in DELTA_LOSSES
+        ):
             raise ValueError(
                 "MODEL.LOCE.MFS stores regression targets as deltas: MODEL.ROI_BOX_HEAD."
-                "BBOX_REG_LOSS_TYPE must be one of {}".format(DELTA_LOSSES))
+                "BBOX_REG_LOSS_TYPE must be one of {}".format(DELTA_LOSSES)
+            )
         return ret
 
     @classmethod
@@ -276,8 +313,11 @@ class LOCEROIHeads(LibraROIHeads):
     def attach_memory(self, memory: Optional[FeatureMemory]) -> None:
         """The memory that training steps push jittered GT features into (None: none)."""
         if memory is not None and tuple(memory.feature_shape) != self.memory_feature_shape:
-            raise ValueError("memory stores {} features, the box pooler gives {}".format(
-                memory.feature_shape, self.memory_feature_shape))
+            raise ValueError(
+                "memory stores {} features, the box pooler gives {}".format(
+                    memory.feature_shape, self.memory_feature_shape
+                )
+            )
         self.memory = memory
 
     def set_memory_batch(self, batch: Optional[MemoryBatch]) -> None:
@@ -287,7 +327,8 @@ class LOCEROIHeads(LibraROIHeads):
     @torch.no_grad()
     def pool_jittered_gt(self, features: Dict[str, torch.Tensor], targets: List[Instances]):
         """``num_jitter`` jittered copies of every GT box (eq. 5), RoIAligned with the box pooler
-        from ``features`` (no gradient). Returns (features, box2box deltas jittered -> GT, labels)."""
+        from ``features`` (no gradient). Returns (features, box2box deltas jittered -> GT, labels).
+        """
         boxes, deltas, labels = [], [], []
         transform = self.box_predictor.box2box_transform
         for t in targets:
@@ -312,10 +353,12 @@ class LOCEROIHeads(LibraROIHeads):
 
     # -- forward ---------------------------------------------------------------------------------
     @staticmethod
-    def _sampled_instances(proposals_per_image, targets_per_image, matched_idxs, sampled_idxs,
-                           gt_classes):
+    def _sampled_instances(
+        proposals_per_image, targets_per_image, matched_idxs, sampled_idxs, gt_classes
+    ):
         sampled = LibraROIHeads._sampled_instances(
-            proposals_per_image, targets_per_image, matched_idxs, sampled_idxs, gt_classes)
+            proposals_per_image, targets_per_image, matched_idxs, sampled_idxs, gt_classes
+        )
         sampled.set(GT_INDEX_FIELD, matched_idxs[sampled_idxs])  # per-instance mean scores
         return sampled
 

@@ -41,6 +41,7 @@ default module prefixes include ``roi_heads.box_heads`` and ``roi_heads.box_pred
 Parameters: ``box_heads.<k>.*`` and ``box_predictors.<k>.*``. A single-head checkpoint
 (``box_head.*``, ``box_predictor.*``) loads into every head.
 """
+
 import contextlib
 import logging
 from typing import Dict, List, Sequence
@@ -186,11 +187,14 @@ class ParallelROIHeads(LibraROIHeads):
                 continue
             for k in old:
                 value = state_dict.pop(k)
-                rest = k[len(prefix + single):]
+                rest = k[len(prefix + single) :]
                 for i in range(self.num_heads):
                     state_dict["{}{}{}.{}".format(prefix, multi, i, rest)] = value
-            logger.info("Loaded single-head %s* weights into all %d parallel R-CNN modules",
-                        prefix + single, self.num_heads)
+            logger.info(
+                "Loaded single-head %s* weights into all %d parallel R-CNN modules",
+                prefix + single,
+                self.num_heads,
+            )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ sampling
@@ -204,8 +208,12 @@ class ParallelROIHeads(LibraROIHeads):
         b = self.batch_size_per_image
         num_pos = [min(positive.numel(), int(b * f)) for f in self.positive_fractions]
         num_neg = [min(negative.numel(), b - p) for p in num_pos]
-        positive = positive[torch.randperm(positive.numel(), device=positive.device)[: max(num_pos)]]
-        negative = negative[torch.randperm(negative.numel(), device=negative.device)[: max(num_neg)]]
+        positive = positive[
+            torch.randperm(positive.numel(), device=positive.device)[: max(num_pos)]
+        ]
+        negative = negative[
+            torch.randperm(negative.numel(), device=negative.device)[: max(num_neg)]
+        ]
         out = []
         for p, q in zip(num_pos, num_neg):
             sampled_idxs = torch.cat([positive[:p], negative[:q]])
@@ -218,8 +226,9 @@ class ParallelROIHeads(LibraROIHeads):
         if self.nested_sampling and self.num_heads > 1 and self.sampling.is_random:
             return self._sample_nested(matched_idxs, matched_labels, max_ious, gt_classes)
         return [
-            self._sample_proposals_balanced(matched_idxs, matched_labels, max_ious, gt_classes,
-                                            positive_fraction=fraction)
+            self._sample_proposals_balanced(
+                matched_idxs, matched_labels, max_ious, gt_classes, positive_fraction=fraction
+            )
             for fraction in self.positive_fractions
         ]
 

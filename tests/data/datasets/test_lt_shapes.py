@@ -23,7 +23,9 @@ from libra_d2.data.datasets import lt_shapes_categories as ltc
 from libra_d2.data.datasets import lt_shapes_generate as ltg
 from libra_d2.data.datasets import lt_shapes_plan as ltp
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+REPO_ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+)
 NUM_CLASSES = 32
 
 
@@ -185,7 +187,9 @@ def test_deterministic_and_seed_dependent(tiny):
     for name in ("lt_shapes_train.json", "lt_shapes_val.json", "params.json"):
         assert _file_bytes(tiny["a"], name) == _file_bytes(tiny["b"], name), name
     assert _images_digest(tiny["a"]) == _images_digest(tiny["b"])
-    assert _file_bytes(tiny["a"], "lt_shapes_train.json") != _file_bytes(tiny["c"], "lt_shapes_train.json")
+    assert _file_bytes(tiny["a"], "lt_shapes_train.json") != _file_bytes(
+        tiny["c"], "lt_shapes_train.json"
+    )
     assert _images_digest(tiny["a"]) != _images_digest(tiny["c"])
 
 
@@ -259,9 +263,10 @@ def test_polygons_match_drawn_pixels(tiny):
             checked += 1
             # just outside an object that nothing overlaps, the colour is clearly different
             if all(not (masks[k] & m).any() for j, m in enumerate(masks) if j != k):
-                ring = (cv2.dilate(masks[k], kernel, iterations=3) - cv2.dilate(masks[k], kernel, iterations=1)).astype(
-                    bool
-                )
+                ring = (
+                    cv2.dilate(masks[k], kernel, iterations=3)
+                    - cv2.dilate(masks[k], kernel, iterations=1)
+                ).astype(bool)
                 ring &= ~union.astype(bool)
                 if ring.sum() >= 6:
                     assert np.linalg.norm(rgb[ring].mean(axis=0) - mean) > 30, (img["id"], a["id"])
@@ -283,8 +288,12 @@ def test_val_covers_every_category(tiny):
 def _gt_as_results(gt, relabel=None):
     results = []
     for a in gt["annotations"]:
-        cat = a["category_id"] if relabel is None else relabel.get(a["category_id"], a["category_id"])
-        results.append({"image_id": a["image_id"], "category_id": cat, "bbox": list(a["bbox"]), "score": 1.0})
+        cat = (
+            a["category_id"] if relabel is None else relabel.get(a["category_id"], a["category_id"])
+        )
+        results.append(
+            {"image_id": a["image_id"], "category_id": cat, "bbox": list(a["bbox"]), "score": 1.0}
+        )
     return results
 
 
@@ -334,7 +343,9 @@ def test_skip_overwrite_and_conflicts(tiny, tmp_path):
         ltg.generate_lt_shapes(root, seed=1, preset="tiny", verbose=False)
     new = ltg.generate_lt_shapes(root, seed=1, preset="tiny", overwrite=True, verbose=False)
     assert new["skipped"] is False
-    assert _file_bytes(root, "lt_shapes_train.json") == _file_bytes(tiny["c"], "lt_shapes_train.json")
+    assert _file_bytes(root, "lt_shapes_train.json") == _file_bytes(
+        tiny["c"], "lt_shapes_train.json"
+    )
     assert sorted(os.listdir(tmp_path)) == ["copy"]  # no temporary directories left behind
     junk = tmp_path / "junk"
     junk.mkdir()
@@ -371,7 +382,10 @@ def test_missing_root_error(tmp_path):
     assert isinstance(exc.value, lts.LTShapesNotFoundError)
     msg = str(exc.value)
     assert json_file in msg
-    assert f"python -m libra_d2.data.datasets.lt_shapes_generate --root {root}" in msg and "make data" in msg
+    assert (
+        f"python -m libra_d2.data.datasets.lt_shapes_generate --root {root}" in msg
+        and "make data" in msg
+    )
 
 
 def test_empty_annotation_file_errors(tmp_path):
@@ -424,7 +438,9 @@ def test_register_and_load(tiny, d2_catalogs):
         assert meta.thing_classes == ltc.lt_shapes_category_names()
         assert meta.json_file == os.path.join(tiny["a"], f"lt_shapes_{split}.json")
         assert meta.image_root == tiny["a"]
-        assert meta.class_image_count == [{"id": c["id"], "image_count": c["image_count"]} for c in val["categories"]]
+        assert meta.class_image_count == [
+            {"id": c["id"], "image_count": c["image_count"]} for c in val["categories"]
+        ]
         assert meta.category_frequency == [c["frequency"] for c in val["categories"]]
         assert sorted(set(meta.category_frequency)) == ["c", "f", "r"]
     records = DatasetCatalog.get("lt_shapes_val")
@@ -432,7 +448,9 @@ def test_register_and_load(tiny, d2_catalogs):
     seen = set()
     for r in records:
         assert os.path.isfile(r["file_name"]), r["file_name"]
-        assert os.path.normpath(r["file_name"]) == os.path.join(tiny["a"], "val", f"{r['image_id']:06d}.png")
+        assert os.path.normpath(r["file_name"]) == os.path.join(
+            tiny["a"], "val", f"{r['image_id']:06d}.png"
+        )
         assert r["height"] == r["width"] == 64
         assert r["annotations"]
         for obj in r["annotations"]:
@@ -453,7 +471,9 @@ def test_register_is_lazy_and_errors_clearly(tmp_path, d2_catalogs):
     # without data, the metadata describe the default-size dataset
     freqs = MetadataCatalog.get("lt_shapes_train").category_frequency
     assert (freqs.count("f"), freqs.count("c"), freqs.count("r")) == (6, 12, 14)
-    with pytest.raises(FileNotFoundError, match="python -m libra_d2.data.datasets.lt_shapes_generate"):
+    with pytest.raises(
+        FileNotFoundError, match="python -m libra_d2.data.datasets.lt_shapes_generate"
+    ):
         DatasetCatalog.get("lt_shapes_val")
 
 
@@ -474,11 +494,15 @@ def test_lvis_evaluator_end_to_end(tiny, d2_catalogs):
     evaluator = LVISEvaluator("lt_shapes_val", tasks=("bbox",), distributed=False)
     evaluator.reset()
     for r in DatasetCatalog.get("lt_shapes_val"):
-        boxes = [BoxMode.convert(o["bbox"], o["bbox_mode"], BoxMode.XYXY_ABS) for o in r["annotations"]]
+        boxes = [
+            BoxMode.convert(o["bbox"], o["bbox_mode"], BoxMode.XYXY_ABS) for o in r["annotations"]
+        ]
         inst = Instances((r["height"], r["width"]))
         inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
         inst.scores = torch.ones(len(boxes))
-        inst.pred_classes = torch.tensor([o["category_id"] for o in r["annotations"]], dtype=torch.int64)
+        inst.pred_classes = torch.tensor(
+            [o["category_id"] for o in r["annotations"]], dtype=torch.int64
+        )
         evaluator.process([{"image_id": r["image_id"]}], [{"instances": inst}])
     res = evaluator.evaluate()["bbox"]
     for key in ("AP", "AP50", "AP75", "APr", "APc", "APf"):
@@ -489,8 +513,8 @@ def test_lvis_evaluator_end_to_end(tiny, d2_catalogs):
 
 
 def test_cli_module_and_wrapper(tiny, tmp_path, monkeypatch, capsys):
-    # `python -m libra_d2.data.datasets.lt_shapes_generate ...`, run in-process (a fresh interpreter would
-    # spend most of its time importing torch through the libra_d2 package).
+    # `python -m libra_d2.data.datasets.lt_shapes_generate ...`, run in-process (a fresh interpreter
+    # would spend most of its time importing torch through the libra_d2 package).
     monkeypatch.setattr(sys, "argv", ["lt_shapes", "--root", tiny["a"], "--preset", "tiny"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "found in sys.modules" from runpy
@@ -526,5 +550,10 @@ def test_cli_module_and_wrapper(tiny, tmp_path, monkeypatch, capsys):
     ).stdout
     assert "generated in" in out
     params = json.loads(_file_bytes(root, "params.json"))["params"]
-    assert (params["num_train"], params["num_val"], params["image_size"], params["seed"]) == (150, 10, 48, 3)
+    assert (params["num_train"], params["num_val"], params["image_size"], params["seed"]) == (
+        150,
+        10,
+        48,
+        3,
+    )
     assert _load(root, "val")["images"][0]["width"] == 48
