@@ -5,6 +5,7 @@ import glob
 import os
 
 import pytest
+import torch
 from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.modeling import build_model
 
@@ -107,3 +108,107 @@ def test_lazy_cascade_twins_match_their_yaml(lazy, yaml):
     assert ours.proposal_generator.post_nms_topk == ref.proposal_generator.post_nms_topk
     rga = instantiate(cfg.train.hooks[0])
     assert isinstance(rga, GradientAnnealing) and rga.lambda0 == 7.0 and not rga.constant
+
+
+@pytest.mark.parametrize(
+    "lazy,yaml",
+    [
+        (
+            "configs/LT-Shapes/lazy/efl_fcos_R_18_FPN_tiny.py",
+            "configs/LT-Shapes/efl_fcos_R_18_FPN_tiny.yaml",
+        ),
+        (
+            "configs/LVISv1-Detection/lazy/efl_fcos_R_50_FPN_2x.py",
+            "configs/LVISv1-Detection/efl_fcos_R_50_FPN_2x.yaml",
+        ),
+    ],
+)
+def test_lazy_efl_fcos_twins_match_their_yaml(lazy, yaml):
+    """The lazy EFL FCOS* builds the YAML's model: same parameters and buffers (names and shapes),
+    the same classifier prior, EFL loss, normaliser, center sampling and test settings; the same
+    RFS, learning rate and gradient clipping."""
+    from libra_d2.modeling.meta_arch import EFLFCOS
+
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, lazy))
+    yaml_cfg, ref = _yaml_cfg_and_model(yaml)
+    ours = instantiate(cfg.model)
+    assert isinstance(ours, EFLFCOS) and isinstance(ref, EFLFCOS)
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(ours) == shapes(ref)
+    assert float(ours.head.cls_score.bias[0]) == float(ref.head.cls_score.bias[0])  # the prior
+    settings = (
+        "center_sampling_radius",
+        "test_score_thresh",
+        "test_topk_candidates",
+        "test_nms_thresh",
+        "max_detections_per_image",
+        "loss_normalizer_type",
+        "frequency_groups",
+        "log_period",
+    )
+    for attr in settings:
+        assert getattr(ours, attr) == getattr(ref, attr), attr
+    for attr in ("gamma_b", "scale", "alpha", "use_focusing", "use_weighting"):
+        assert getattr(ours.efl, attr) == getattr(ref.efl, attr), attr
+    assert cfg.dataloader.train.repeat_threshold == yaml_cfg.DATALOADER.REPEAT_THRESHOLD
+    assert cfg.optimizer.lr == yaml_cfg.SOLVER.BASE_LR
+    clip = yaml_cfg.SOLVER.CLIP_GRADIENTS
+    assert dict(cfg.train.clip_gradients) == {
+        "enabled": clip.ENABLED,
+        "clip_type": clip.CLIP_TYPE,
+        "clip_value": clip.CLIP_VALUE,
+        "norm_type": clip.NORM_TYPE,
+    }
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2"])
+def test_lazy_loce_twins_match_their_yaml(stage):
+    """The lazy LOCE stages build their YAML's model: same parameters and buffers (names and
+    shapes, so a stage 1 of either kind feeds a stage 2 of either kind), the same ROI heads and box
+    predictor settings (the Equilibrium Loss in stage 2 only)."""
+    from libra_d2.modeling.roi_heads.loce_roi_heads import LOCEROIHeads
+
+    name = "loce_faster_rcnn_R_18_FPN_tiny_" + stage
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs/LT-Shapes/lazy", name + ".py"))
+    ours, ref = (
+        instantiate(cfg.model),
+        _yaml_cfg_and_model("configs/LT-Shapes/" + name + ".yaml")[1],
+    )
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(ours) == shapes(ref)
+    assert isinstance(ours.roi_heads, LOCEROIHeads) and isinstance(ref.roi_heads, LOCEROIHeads)
+    assert ours.roi_heads.memory_feature_shape == ref.roi_heads.memory_feature_shape
+    assert ours.roi_heads.num_jitter == ref.roi_heads.num_jitter
+    a, b = ours.roi_heads.box_predictor, ref.roi_heads.box_predictor
+    assert a.use_equilibrium_loss == b.use_equilibrium_loss == (stage == "stage2")
+    assert a.frequency_groups == b.frequency_groups and a.log_period == b.log_period
+    assert torch.equal(a.mean_score.score, b.mean_score.score)
+
+
+def test_lazy_efl_improved_baseline_twin_matches_its_yaml():
+    """The lazy improved baseline builds the YAML's model (parameters, ATSS, the IoU branch, the
+    anchors, GIoU) with the YAML's warm-up, clip and learning rate."""
+    cfg = LazyConfig.load(
+        os.path.join(REPO_ROOT, "configs/LT-Shapes/lazy/efl_improved_baseline_R_18_FPN_tiny.py")
+    )
+    yaml_cfg, ref = _yaml_cfg_and_model(
+        "configs/LT-Shapes/efl_improved_baseline_R_18_FPN_tiny.yaml"
+    )
+    ours = instantiate(cfg.model)
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(ours) == shapes(ref)
+    for a, b in zip(ours.anchor_generator.cell_anchors, ref.anchor_generator.cell_anchors):
+        assert torch.equal(a, b)
+    assert ours.box_reg_loss_type == ref.box_reg_loss_type == "giou"
+    assert type(ours.anchor_matcher) is type(ref.anchor_matcher)
+    assert ours.anchor_matcher.topk == ref.anchor_matcher.topk == 18
+    assert ours.iou_branch and ref.iou_branch and ours.head.iou_branch
+    solver = yaml_cfg.SOLVER
+    assert cfg.lr_multiplier.warmup_length == solver.WARMUP_ITERS / solver.MAX_ITER
+    assert cfg.optimizer.lr == solver.BASE_LR
+    assert dict(cfg.train.clip_gradients) == {
+        "enabled": True,
+        "clip_type": solver.CLIP_GRADIENTS.CLIP_TYPE,
+        "clip_value": solver.CLIP_GRADIENTS.CLIP_VALUE,
+        "norm_type": solver.CLIP_GRADIENTS.NORM_TYPE,
+    }

@@ -1,6 +1,7 @@
 """LOCE stage 2 on LT-Shapes, tiny CPU setting, as a lazy config (twin of
-configs/LT-Shapes/loce_faster_rcnn_R_18_FPN_tiny_stage2.yaml): the plain tiny lazy Faster R-CNN
-with LOCE's ROI heads (Memory-augmented Feature Sampling) and box predictor (Equilibrium Loss),
+configs/LT-Shapes/loce_faster_rcnn_R_18_FPN_tiny_stage2.yaml): the lazy stage 1's model
+(loce_faster_rcnn_R_18_FPN_tiny_stage1.py: LOCE's ROI heads and box predictor on the plain tiny
+lazy Faster R-CNN) with the Equilibrium Loss and Memory-augmented Feature Sampling,
 fine-tuned for 150 iterations from the stage-1 model (``train.init_checkpoint``: the
 model_final.pth of loce_faster_rcnn_R_18_FPN_tiny_stage1.yaml, whose state-dict keys this model
 shares) with the backbone (incl. FPN) and the shared box FCs frozen.
@@ -17,31 +18,16 @@ overriding those options moves the hooks with them. Overrides: ``train.hooks.1.q
 from detectron2.config import LazyCall as L
 
 from libra_d2.engine.loce import FeatureMemoryHook, LOCEFineTune
-from libra_d2.modeling.matcher import MaxIoUMatcher
-from libra_d2.data.class_frequency import training_frequency_groups
-from libra_d2.modeling.roi_heads.loce_roi_heads import LOCEFastRCNNOutputLayers, LOCEROIHeads
 
-from .faster_rcnn_R_18_FPN_tiny import (
+from .loce_faster_rcnn_R_18_FPN_tiny_stage1 import (
     dataloader,
     lr_multiplier,
     model,
     optimizer,
     train,
-)  # noqa: F401
-
-model.roi_heads._target_ = LOCEROIHeads
-model.roi_heads.proposal_matcher._target_ = MaxIoUMatcher  # as LibraROIHeads' from_config
-model.roi_heads.memory_feature_shape = (64, 7, 7)  # FPN channels x pooler resolution
-model.roi_heads.num_jitter = 16
-model.roi_heads.box_predictor._target_ = LOCEFastRCNNOutputLayers
-model.roi_heads.box_predictor.use_equilibrium_loss = True
-model.roi_heads.box_predictor.score_momentum = 0.9
-model.roi_heads.box_predictor.background_score = 0.01
-model.roi_heads.box_predictor.init_score = 0.01
-model.roi_heads.box_predictor.frequency_groups = L(training_frequency_groups)(
-    dataset_names=["lt_shapes_train"], num_classes=32
 )
-model.roi_heads.box_predictor.log_period = 20
+
+model.roi_heads.box_predictor.use_equilibrium_loss = True
 
 train.init_checkpoint = "output/lt_shapes/loce_faster_rcnn_R_18_FPN_tiny_stage1/model_final.pth"
 train.freeze = ["backbone", "roi_heads.box_head"]
