@@ -28,7 +28,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils import comm
 
-__all__ = ["SafeCheckpointer", "checkpoint_problem", "non_finite_entries"]
+__all__ = ["SafeCheckpointer", "checkpoint_problem", "non_finite_entries", "read_checked"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +48,30 @@ def non_finite_entries(state_dict) -> List[str]:
 def checkpoint_problem(path: str) -> Tuple[Optional[str], Optional[int]]:
     """``(problem, iteration)`` of a checkpoint file: ``problem`` is None when it loads and its
     model state is finite, else a short reason; ``iteration`` is the one it stores (or None)."""
+    return read_checked(path)[:2]
+
+
+def read_checked(path: str) -> Tuple[Optional[str], Optional[int], Optional[dict]]:
+    """:func:`checkpoint_problem` and, when there is no problem, the loaded checkpoint (else
+    None)."""
     if not os.path.isfile(path):
-        return "missing", None
+        return "missing", None, None
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a checkpoint, unpicklable: all "does not load"
-        return "does not load ({}: {})".format(type(e).__name__, str(e).splitlines()[0][:120]), None
+        reason = "does not load ({}: {})".format(type(e).__name__, str(e).splitlines()[0][:120])
+        return reason, None, None
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
-        return "has no model state", None
+        return "has no model state", None, None
     iteration = data.get("iteration")
     bad = non_finite_entries(data["model"])
     if bad:
-        return "holds non-finite values in {} tensors (e.g. {})".format(len(bad), bad[0]), iteration
-    return None, iteration
+        return (
+            "holds non-finite values in {} tensors (e.g. {})".format(len(bad), bad[0]),
+            iteration,
+            None,
+        )
+    return None, iteration, data
 
 
 class SafeCheckpointer(DetectionCheckpointer):
@@ -145,7 +156,7 @@ class SafeCheckpointer(DetectionCheckpointer):
         main process; with ``share``, given to every process (a collective)."""
         return self._choose(reject, share)[0]
 
-    def _choose(self, reject, share):
+    def _choose(self, reject, share, keep=False):
         """``(chosen path or None, whether there was any candidate)``: :meth:`sound_checkpoint`."""
         choice, any_candidate = None, False
         if comm.is_main_process():
@@ -153,16 +164,26 @@ class SafeCheckpointer(DetectionCheckpointer):
             any_candidate = bool(names)
             for name in names:
                 path = os.path.join(self.save_dir, name)
-                problem, iteration = checkpoint_problem(path)
+                problem, iteration, data = read_checked(path)
                 if problem is None and reject is not None:
                     problem = reject(iteration)
                 if problem is None:
                     choice = path
+                    if keep:  # the resume loads it next, without reading it again
+                        self._checked = (path, data)
                     break
                 logger.warning("Checkpoint %s: %s; skipped.", path, problem)
         if share and comm.get_world_size() > 1:
             choice, any_candidate = comm.all_gather((choice, any_candidate))[0]
         return choice, any_candidate
+
+    def _load_file(self, filename):
+        """Detectron2's file loading, except for the checkpoint the resume has just read and
+        checked (:meth:`_choose`): that one is not read a second time."""
+        checked, self._checked = getattr(self, "_checked", None), None
+        if checked is not None and checked[0] == filename:
+            return checked[1]
+        return super()._load_file(filename)
 
     def resume_or_load(self, path: str, *, resume: bool = True):
         """Detectron2's ``resume_or_load``; on resume, from the newest sound checkpoint (the
@@ -170,7 +191,7 @@ class SafeCheckpointer(DetectionCheckpointer):
         decision."""
         if not resume:
             return self.load(path, checkpointables=[])
-        chosen, any_candidate = self._choose(None, share=True)
+        chosen, any_candidate = self._choose(None, share=True, keep=True)
         if not any_candidate:
             return self.load(path, checkpointables=[])
         tagged = self.tagged_checkpoint()

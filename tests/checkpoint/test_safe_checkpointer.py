@@ -111,6 +111,28 @@ def test_resume_falls_back_to_newest_sound_checkpoint(tmp_path, caplog, damage):
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000003.pth"
 
 
+def test_resume_reads_the_chosen_checkpoint_once(tmp_path, monkeypatch):
+    """The resume checks the checkpoint it chooses by loading it, and then uses that load: each
+    file is read once (a second read of a multi-GB checkpoint costs minutes on slow disks)."""
+    _save(tmp_path, "model_0000001", 1.0, 1)
+    newest = _save(tmp_path, "model_0000003", 3.0, 3)
+    reads = []
+    real_load = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        reads.append(str(f))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    model, state = _resume(tmp_path)
+    assert state.iteration == 3 and torch.equal(model.weight, torch.full((2, 2), 3.0))
+    assert reads == [str(newest)]
+    # a load of another file afterwards reads it (nothing stale is kept)
+    ck = SafeCheckpointer(_model(), str(tmp_path), trainer=_State())
+    ck.load(str(tmp_path / "model_0000001.pth"))
+    assert reads == [str(newest), str(tmp_path / "model_0000001.pth")]
+
+
 @pytest.mark.parametrize("tag", ["", None])
 def test_empty_or_missing_tag_resumes_from_the_newest(tmp_path, tag):
     _save(tmp_path, "model_0000001", 1.0, 1)
