@@ -179,11 +179,18 @@ class SafeCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename):
         """Detectron2's file loading, except for the checkpoint the resume has just read and
-        checked (:meth:`_choose`): that one is not read a second time."""
+        checked (:meth:`_choose`): that one is not read a second time. Records the model-state
+        keys of the file as :attr:`loaded_model_keys` (hooks ask it instead of reading the file
+        again, e.g. LOCE's stage 2 for the mean scores)."""
         checked, self._checked = getattr(self, "_checked", None), None
         if checked is not None and checked[0] == filename:
-            return checked[1]
-        return super()._load_file(filename)
+            loaded = checked[1]
+        else:
+            loaded = super()._load_file(filename)
+        model = loaded.get("model") if isinstance(loaded, dict) else None
+        #: the model-state keys of the last file loaded (None before any load)
+        self.loaded_model_keys = frozenset(model) if isinstance(model, dict) else frozenset()
+        return loaded
 
     def resume_or_load(self, path: str, *, resume: bool = True):
         """Detectron2's ``resume_or_load``; on resume, from the newest sound checkpoint (the

@@ -149,7 +149,13 @@ class LOCEFineTune(HookBase):
         heads = getattr(_unwrap(self.trainer.model), "roi_heads", None)
         if not isinstance(heads, LOCEROIHeads):
             return
-        has_scores = checkpoint_has_mean_scores(self.weights)
+        # the keys the trainer's checkpointer has just loaded, else a read of the file
+        loaded = getattr(getattr(self.trainer, "checkpointer", None), "loaded_model_keys", None)
+        has_scores = (
+            MEAN_SCORE_KEY in loaded
+            if loaded is not None
+            else checkpoint_has_mean_scores(self.weights)
+        )
         if self.reset_scores:
             heads.box_predictor.mean_score.reset()
             if has_scores is False:

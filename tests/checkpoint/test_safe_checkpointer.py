@@ -131,6 +131,7 @@ def test_resume_reads_the_chosen_checkpoint_once(tmp_path, monkeypatch):
     ck = SafeCheckpointer(_model(), str(tmp_path), trainer=_State())
     ck.load(str(tmp_path / "model_0000001.pth"))
     assert reads == [str(newest), str(tmp_path / "model_0000001.pth")]
+    assert ck.loaded_model_keys == {"weight", "bias", "stat"}  # what hooks ask instead of reading
 
 
 @pytest.mark.parametrize("tag", ["", None])

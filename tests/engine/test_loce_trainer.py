@@ -204,6 +204,28 @@ def test_stage2_from_a_checkpoint_without_mean_scores(tmp_path, caplog, reset):
     assert checkpoint_has_mean_scores(str(loce)) and not checkpoint_has_mean_scores(str(plain))
 
 
+def test_stage2_asks_the_checkpointer_before_reading_the_file(tmp_path):
+    """With the trainer's checkpointer at hand, stage 2 takes the loaded keys from it (the file
+    is not read again): here it says the mean scores were loaded, the file (a plain Faster R-CNN
+    checkpoint) would say they were not."""
+    from detectron2.modeling import build_model
+
+    from libra_d2.engine.loce import MEAN_SCORE_KEY
+
+    plain = tmp_path / "plain.pth"
+    torch.save({"model": build_model(tiny_cfg()).state_dict()}, plain)
+    cfg = stage2_cfg("MODEL.WEIGHTS", str(plain), "MODEL.LOCE.RESET_SCORES_AT_START", False)
+    hook = LOCEFineTune(cfg)
+    checkpointer = types.SimpleNamespace(loaded_model_keys=frozenset({MEAN_SCORE_KEY}))
+    hook.trainer = types.SimpleNamespace(
+        model=build_model(cfg), start_iter=0, checkpointer=checkpointer
+    )
+    hook.before_train()  # keeps the loaded scores: no error
+    checkpointer.loaded_model_keys = frozenset()
+    with pytest.raises(ConfigError, match="holds none"):
+        hook.before_train()
+
+
 def test_tiny_stage1_then_stage2_end_to_end(run_script, tmp_path):
     s1, s2 = tmp_path / "stage1", tmp_path / "stage2"
     no_eval = ["DATASETS.TEST", "()"]
