@@ -88,9 +88,10 @@ BASE_PACKAGES = [
     "pydot",
     "omegaconf>=2.1",
     "hydra-core>=1.1",
-    "black",
-    "flake8",
-    "isort",
+    # the linters of dev/linter.sh, pinned: another black or isort release formats differently
+    "black==26.10.1",
+    "flake8==7.5.0",
+    "isort==9.0.2",
     "ninja",
     "pytest",
 ]
