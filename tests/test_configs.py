@@ -213,3 +213,21 @@ def test_lazy_efl_improved_baseline_twin_matches_its_yaml():
         "clip_value": solver.CLIP_GRADIENTS.CLIP_VALUE,
         "norm_type": solver.CLIP_GRADIENTS.NORM_TYPE,
     }
+
+
+def test_lazy_libra_efl_retinanet_twin_matches_its_yaml():
+    """The lazy Libra RetinaNet + EFL builds the YAML's model: the same parameters and buffers,
+    BFP refined at the same level, Balanced L1 with the same parameters and form, the same EFL."""
+    cfg = LazyConfig.load(
+        os.path.join(REPO_ROOT, "configs/LT-Shapes/lazy/libra_efl_retinanet_R_18_FPN_tiny.py")
+    )
+    yaml_cfg, ref = _yaml_cfg_and_model("configs/LT-Shapes/libra_efl_retinanet_R_18_FPN_tiny.yaml")
+    ours = instantiate(cfg.model)
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(ours) == shapes(ref)
+    assert ours.backbone.refine_level == ref.backbone.refine_level == 1
+    assert ours.box_reg_loss_type == ref.box_reg_loss_type == "balanced_l1"
+    assert ours.balanced_l1 == ref.balanced_l1
+    assert (ours.efl.gamma_b, ours.efl.scale) == (ref.efl.gamma_b, ref.efl.scale) == (2.0, 8.0)
+    assert cfg.optimizer.lr == yaml_cfg.SOLVER.BASE_LR
+    assert cfg.dataloader.train.repeat_threshold == yaml_cfg.DATALOADER.REPEAT_THRESHOLD
