@@ -104,18 +104,20 @@ def _validate_json(json_file: str, image_root: str) -> List[dict]:
     return data["categories"]
 
 
-def load_lt_shapes_json(json_file: str, image_root: str, *, return_categories: bool = False):
+def load_lt_shapes_json(json_file: str, image_root: str) -> List[dict]:
     """Detectron2 dataset dicts of one split (category ids 0..C-1), via Detectron2's own
     ``load_lvis_json``.  Raises :class:`LTShapesNotFoundError` (a ``FileNotFoundError``)
-    when the file or an image is missing and ``ValueError`` when the file is empty. With
-    ``return_categories``: ``(dicts, the file's category entries)``."""
-    categories = _validate_json(json_file, image_root)
+    when the file or an image is missing and ``ValueError`` when the file is empty."""
+    return _load_checked(json_file, image_root)[0]
 
+
+def _load_checked(json_file: str, image_root: str):
+    """:func:`load_lt_shapes_json` and the file's category entries (read by the check)."""
+    categories = _validate_json(json_file, image_root)
     # load_lvis_json (Detectron2 v0.6) concatenates image_root and the split folder taken
     # from coco_url without a separator, so image_root must end with one; later versions
     # join image_root and file_name, which works with the trailing separator as well.
-    dicts = load_lvis_json(json_file, os.path.join(image_root, ""), dataset_name=None)
-    return (dicts, categories) if return_categories else dicts
+    return load_lvis_json(json_file, os.path.join(image_root, ""), dataset_name=None), categories
 
 
 def _category_stats(root: str) -> List[dict]:
@@ -141,7 +143,7 @@ def _category_stats(root: str) -> List[dict]:
 
 
 def _load_registered(json_file: str, image_root: str, dataset_name: str) -> List[dict]:
-    dicts, data_cats = load_lt_shapes_json(json_file, image_root, return_categories=True)
+    dicts, data_cats = _load_checked(json_file, image_root)
     meta = MetadataCatalog.get(dataset_name)
     expect = [{"id": c["id"], "image_count": c["image_count"]} for c in data_cats]
     if getattr(meta, "class_image_count", None) != expect:

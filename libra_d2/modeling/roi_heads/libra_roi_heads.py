@@ -36,11 +36,8 @@ def sample_counts(samples: Sequence[ImageSample], num_classes: int):
     """``(num_fg, num_bg)``: the mean number of sampled foreground / background RoIs per image, as
     0-d tensors (no host synchronisation)."""
     num_bg = torch.stack([(s.instances.gt_classes == num_classes).sum() for s in samples])
-    num_fg = (
-        torch.stack([torch.as_tensor(len(s.instances), device=num_bg.device) for s in samples])
-        - num_bg
-    )
-    return num_fg.float().mean(), num_bg.float().mean()
+    num_sampled = torch.tensor([len(s.instances) for s in samples], device=num_bg.device)
+    return (num_sampled - num_bg).float().mean(), num_bg.float().mean()
 
 
 @ROI_HEADS_REGISTRY.register()
