@@ -37,6 +37,11 @@ def _yaml_cfg_and_model(path):
     return cfg, build_model(cfg)
 
 
+def _state_shapes(model):
+    """The names and shapes of a model's parameters and buffers (what a checkpoint must match)."""
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
 @pytest.mark.parametrize("path", YAMLS)
 def test_yaml_config_builds(path):
     cfg, model = _yaml_cfg_and_model(path)
@@ -69,8 +74,7 @@ def test_lazy_prm_twins_match_their_yaml(lazy, yaml):
     (names and shapes), same positive fractions, and RGA in ``train.hooks``."""
     cfg = LazyConfig.load(os.path.join(REPO_ROOT, lazy))
     ours, ref = instantiate(cfg.model), _yaml_cfg_and_model(yaml)[1]
-    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
-    assert shapes(ours) == shapes(ref)
+    assert _state_shapes(ours) == _state_shapes(ref)
     assert ours.roi_heads.positive_fractions == ref.roi_heads.positive_fractions == (0.5, 0.1)
     rga = instantiate(cfg.train.hooks[0])
     assert isinstance(rga, GradientAnnealing) and rga.lambda0 == 7.0 and not rga.constant
@@ -97,8 +101,7 @@ def test_lazy_cascade_twins_match_their_yaml(lazy, yaml):
 
     cfg = LazyConfig.load(os.path.join(REPO_ROOT, lazy))
     ours, ref = instantiate(cfg.model), _yaml_cfg_and_model(yaml)[1]
-    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
-    assert shapes(ours) == shapes(ref)
+    assert _state_shapes(ours) == _state_shapes(ref)
     assert isinstance(ours.roi_heads, CascadeROIHeads) and ours.roi_heads.num_cascade_stages == 3
     for a, b in zip(ours.roi_heads.proposal_matchers, ref.roi_heads.proposal_matchers):
         assert a.thresholds == b.thresholds
@@ -133,8 +136,7 @@ def test_lazy_efl_fcos_twins_match_their_yaml(lazy, yaml):
     yaml_cfg, ref = _yaml_cfg_and_model(yaml)
     ours = instantiate(cfg.model)
     assert isinstance(ours, EFLFCOS) and isinstance(ref, EFLFCOS)
-    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
-    assert shapes(ours) == shapes(ref)
+    assert _state_shapes(ours) == _state_shapes(ref)
     # the classifier prior
     assert float(ours.head.cls_score.bias[0].detach()) == float(ref.head.cls_score.bias[0].detach())
     settings = (
@@ -175,8 +177,7 @@ def test_lazy_loce_twins_match_their_yaml(stage):
         instantiate(cfg.model),
         _yaml_cfg_and_model("configs/LT-Shapes/" + name + ".yaml")[1],
     )
-    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
-    assert shapes(ours) == shapes(ref)
+    assert _state_shapes(ours) == _state_shapes(ref)
     assert isinstance(ours.roi_heads, LOCEROIHeads) and isinstance(ref.roi_heads, LOCEROIHeads)
     assert ours.roi_heads.memory_feature_shape == ref.roi_heads.memory_feature_shape
     assert ours.roi_heads.num_jitter == ref.roi_heads.num_jitter
@@ -196,8 +197,7 @@ def test_lazy_efl_improved_baseline_twin_matches_its_yaml():
         "configs/LT-Shapes/efl_improved_baseline_R_18_FPN_tiny.yaml"
     )
     ours = instantiate(cfg.model)
-    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
-    assert shapes(ours) == shapes(ref)
+    assert _state_shapes(ours) == _state_shapes(ref)
     for a, b in zip(ours.anchor_generator.cell_anchors, ref.anchor_generator.cell_anchors):
         assert torch.equal(a, b)
     assert ours.box_reg_loss_type == ref.box_reg_loss_type == "giou"
@@ -223,8 +223,7 @@ def test_lazy_libra_efl_retinanet_twin_matches_its_yaml():
     )
     yaml_cfg, ref = _yaml_cfg_and_model("configs/LT-Shapes/libra_efl_retinanet_R_18_FPN_tiny.yaml")
     ours = instantiate(cfg.model)
-    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
-    assert shapes(ours) == shapes(ref)
+    assert _state_shapes(ours) == _state_shapes(ref)
     assert ours.backbone.refine_level == ref.backbone.refine_level == 1
     assert ours.box_reg_loss_type == ref.box_reg_loss_type == "balanced_l1"
     assert ours.balanced_l1 == ref.balanced_l1
