@@ -3,7 +3,7 @@
 import copy
 from typing import Sequence
 
-__all__ = ["cascade_roi_heads", "parallel_roi_heads"]
+__all__ = ["cascade_roi_heads", "parallel_cascade_roi_heads", "parallel_roi_heads"]
 
 
 def parallel_roi_heads(
@@ -33,19 +33,17 @@ def parallel_roi_heads(
     return roi_heads
 
 
-def cascade_roi_heads(roi_heads):
-    """Turn the lazy config of a ``StandardROIHeads`` into Detectron2's ``CascadeROIHeads``, in
-    place, as its YAML configs build it: one copy of the box head and of the box predictor per
-    stage, class-agnostic regression with the stage's box-regression weights, and one matcher per
-    stage at its IoU (``MODEL.ROI_BOX_CASCADE_HEAD``'s defaults: 0.5, 0.6, 0.7). Returns
-    ``roi_heads``."""
+def _cascade_stages(roi_heads):
+    """Per stage of ``MODEL.ROI_BOX_CASCADE_HEAD``'s defaults (IoU 0.5, 0.6, 0.7; Detectron2's
+    values, in one place): a copy of ``roi_heads``' box head, a copy of its box predictor with
+    class-agnostic regression and the stage's box-regression weights, and a matcher at the stage's
+    IoU. Returns the three lists."""
     from detectron2.config import LazyCall as L
     from detectron2.config import get_cfg
     from detectron2.modeling.box_regression import Box2BoxTransform
     from detectron2.modeling.matcher import Matcher
-    from detectron2.modeling.roi_heads import CascadeROIHeads
 
-    cascade = get_cfg().MODEL.ROI_BOX_CASCADE_HEAD  # Detectron2's defaults, in one place
+    cascade = get_cfg().MODEL.ROI_BOX_CASCADE_HEAD
     box_head, box_predictor = roi_heads.box_head, roi_heads.box_predictor
     box_predictor.cls_agnostic_bbox_reg = True
     # "${..num_classes}" in Detectron2's configs is relative to roi_heads: not valid inside a list
@@ -59,6 +57,18 @@ def cascade_roi_heads(roi_heads):
         matchers.append(
             L(Matcher)(thresholds=[iou], labels=[0, 1], allow_low_quality_matches=False)
         )
+    return heads, predictors, matchers
+
+
+def cascade_roi_heads(roi_heads):
+    """Turn the lazy config of a ``StandardROIHeads`` into Detectron2's ``CascadeROIHeads``, in
+    place, as its YAML configs build it: one copy of the box head and of the box predictor per
+    stage, class-agnostic regression with the stage's box-regression weights, and one matcher per
+    stage at its IoU (``MODEL.ROI_BOX_CASCADE_HEAD``'s defaults: 0.5, 0.6, 0.7). Returns
+    ``roi_heads``."""
+    from detectron2.modeling.roi_heads import CascadeROIHeads
+
+    heads, predictors, matchers = _cascade_stages(roi_heads)
     del roi_heads.box_head
     del roi_heads.box_predictor
     del roi_heads.proposal_matcher
@@ -66,4 +76,31 @@ def cascade_roi_heads(roi_heads):
     roi_heads.box_heads = heads
     roi_heads.box_predictors = predictors
     roi_heads.proposal_matchers = matchers
+    return roi_heads
+
+
+def parallel_cascade_roi_heads(
+    roi_heads, positive_fractions: Sequence[float] = (0.5, 0.1), test_head: int = -1
+):
+    """Turn the lazy config of a ``StandardROIHeads`` into ``ParallelCascadeROIHeads`` (PRM in
+    every Cascade R-CNN stage), in place, as its YAML configs build it: the stages of
+    :func:`cascade_roi_heads` with one module per positive fraction in each, predictors
+    ``LibraFastRCNNOutputLayers``, stage 0 matched by a ``MaxIoUMatcher`` (the Libra sampling API)
+    and the later stages by the cascade's matchers. Returns ``roi_heads``."""
+    from .modeling.matcher import MaxIoUMatcher
+    from .modeling.roi_heads import LibraFastRCNNOutputLayers, ParallelCascadeROIHeads
+
+    heads, predictors, matchers = _cascade_stages(roi_heads)
+    for predictor in predictors:
+        predictor._target_ = LibraFastRCNNOutputLayers
+    fractions = [float(f) for f in positive_fractions]
+    del roi_heads.box_head
+    del roi_heads.box_predictor
+    roi_heads._target_ = ParallelCascadeROIHeads
+    roi_heads.proposal_matcher._target_ = MaxIoUMatcher
+    roi_heads.box_heads = [copy.deepcopy(heads) for _ in fractions]
+    roi_heads.box_predictors = [copy.deepcopy(predictors) for _ in fractions]
+    roi_heads.stage_matchers = matchers[1:]
+    roi_heads.positive_fractions = fractions
+    roi_heads.test_head = int(test_head)
     return roi_heads

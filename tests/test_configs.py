@@ -117,6 +117,43 @@ def test_lazy_cascade_twins_match_their_yaml(lazy, yaml):
     "lazy,yaml",
     [
         (
+            "configs/LT-Shapes/lazy/cascade_rcnn_R_18_FPN_tiny_rga_prm.py",
+            "configs/LT-Shapes/cascade_rcnn_R_18_FPN_tiny_rga_prm.yaml",
+        ),
+        (
+            "configs/COCO-Detection/lazy/cascade_rcnn_R_50_FPN_1x_rga_prm.py",
+            "configs/COCO-Detection/cascade_rcnn_R_50_FPN_1x_rga_prm.yaml",
+        ),
+    ],
+)
+def test_lazy_prm_cascade_twins_match_their_yaml(lazy, yaml):
+    """libra_d2.lazy.parallel_cascade_roi_heads gives the YAML's PRM Cascade R-CNN: same
+    parameters and buffers (names and shapes), positive fractions, per-stage IoUs and
+    box-regression weights, training proposals, and RGA in ``train.hooks``."""
+    from libra_d2.modeling.roi_heads import ParallelCascadeROIHeads
+
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, lazy))
+    ours, ref = instantiate(cfg.model), _yaml_cfg_and_model(yaml)[1]
+    assert _state_shapes(ours) == _state_shapes(ref)
+    assert isinstance(ours.roi_heads, ParallelCascadeROIHeads)
+    assert ours.roi_heads.positive_fractions == ref.roi_heads.positive_fractions == (0.5, 0.1)
+    assert ours.roi_heads.num_cascade_stages == ref.roi_heads.num_cascade_stages == 3
+    assert ours.roi_heads.proposal_matcher.thresholds == ref.roi_heads.proposal_matcher.thresholds
+    for a, b in zip(ours.roi_heads.stage_matchers, ref.roi_heads.stage_matchers):
+        assert a.thresholds == b.thresholds
+    for k in range(2):
+        for a, b in zip(ours.roi_heads.box_predictors[k], ref.roi_heads.box_predictors[k]):
+            assert type(a) is type(b)
+            assert a.box2box_transform.weights == b.box2box_transform.weights
+    assert ours.proposal_generator.post_nms_topk == ref.proposal_generator.post_nms_topk
+    rga = instantiate(cfg.train.hooks[0])
+    assert isinstance(rga, GradientAnnealing) and rga.lambda0 == 7.0 and not rga.constant
+
+
+@pytest.mark.parametrize(
+    "lazy,yaml",
+    [
+        (
             "configs/LT-Shapes/lazy/efl_fcos_R_18_FPN_tiny.py",
             "configs/LT-Shapes/efl_fcos_R_18_FPN_tiny.yaml",
         ),

@@ -25,5 +25,6 @@ from .gradient_reweighting import (
     lgr_weight,
 )
 from .non_local import NonLocal2d, embedded_gaussian_attention
+from .scale_gradient import scale_gradient
 
 __all__ = [k for k in globals() if not k.startswith("_")]

@@ -1,7 +1,8 @@
-"""RGA on Cascade R-CNN (issue #16) with the protocol of experiments_rga_seeds.py (its seeds and its
-whole-model gradient clip at a total norm of 10 instead of the tiny family's per-parameter clip at
-1.0, which would cancel RGA's scaling): the tiny Cascade R-CNN baseline and RGA on all three
-stages (one lambda, 7 -> 1), each over the same three seeds.
+"""RGA and RGA + PRM on Cascade R-CNN (issue #16) with the protocol of experiments_rga_seeds.py
+(its seeds and its whole-model gradient clip at a total norm of 10 instead of the tiny family's
+per-parameter clip at 1.0, which would cancel RGA's scaling): the tiny Cascade R-CNN baseline, RGA
+on all three stages (one lambda, 7 -> 1), and RGA with Parallel R-CNN Modules (1:1 and 1:9) in
+every stage, each over the same three seeds.
 Run: python dev/run_experiments.py projects/RGA_PRM/experiments_cascade_rga.py --jobs 2
 """
 
@@ -11,10 +12,15 @@ import runpy
 _RGA_SEEDS = runpy.run_path(os.path.join(os.path.dirname(__file__), "experiments_rga_seeds.py"))
 BASE = "configs/LT-Shapes/cascade_rcnn_R_18_FPN_tiny.yaml"
 RGA = "configs/LT-Shapes/cascade_rcnn_R_18_FPN_tiny_rga.yaml"
+RGA_PRM = "configs/LT-Shapes/cascade_rcnn_R_18_FPN_tiny_rga_prm.yaml"
 OUTPUT_ROOT = "output/cascade_rga_seeds"
 COLUMNS = _RGA_SEEDS["COLUMNS"]
 ROWS = [
     ("{}, seed {}".format(name, seed), config, _RGA_SEEDS["FULL_MODEL_CLIP"] + ["SEED", str(seed)])
     for seed in _RGA_SEEDS["SEEDS"]
-    for name, config in (("cascade baseline", BASE), ("cascade RGA", RGA))
+    for name, config in (
+        ("cascade baseline", BASE),
+        ("cascade RGA", RGA),
+        ("cascade RGA + PRM", RGA_PRM),
+    )
 ]

@@ -99,10 +99,13 @@ def gradients_after_hook(model, hook, iteration=0, max_iter=10):
     return grads, storage
 
 
-@pytest.mark.parametrize("roi_heads", ["StandardROIHeads", "ParallelROIHeads", "CascadeROIHeads"])
+@pytest.mark.parametrize(
+    "roi_heads",
+    ["StandardROIHeads", "ParallelROIHeads", "CascadeROIHeads", "ParallelCascadeROIHeads"],
+)
 def test_only_rcnn_gradients_are_scaled(roi_heads):
-    """Every R-CNN module's gradients (a Cascade R-CNN's three stages with one lambda) and nothing
-    else."""
+    """Every R-CNN module's gradients (a Cascade R-CNN's three stages with one lambda; PRM's
+    modules of every stage) and nothing else."""
     torch.manual_seed(0)
     cascade = ["MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", True] if "Cascade" in roi_heads else []
     model = build_model(tiny_cfg("MODEL.ROI_HEADS.NAME", roi_heads, *cascade))
@@ -114,8 +117,13 @@ def test_only_rcnn_gradients_are_scaled(roi_heads):
     assert ref.keys() == scaled.keys()
     rcnn = [n for n in ref if n.startswith(RCNN_PREFIXES)]
     assert sorted(hook.parameter_names) == sorted(rcnn)
-    # fc1, fc2, cls, bbox (weight, bias) per module: 1, 2 (PRM) or 3 (cascade stages) modules
-    modules = {"StandardROIHeads": 1, "ParallelROIHeads": 2, "CascadeROIHeads": 3}[roi_heads]
+    # fc1, fc2, cls, bbox (weight, bias) per module: 1, 2 (PRM), 3 (cascade stages) or 2 x 3
+    modules = {
+        "StandardROIHeads": 1,
+        "ParallelROIHeads": 2,
+        "CascadeROIHeads": 3,
+        "ParallelCascadeROIHeads": 6,
+    }[roi_heads]
     assert len(rcnn) == 8 * modules
     others = [n for n in ref if n not in rcnn]
     assert any(n.startswith("backbone.") for n in others)

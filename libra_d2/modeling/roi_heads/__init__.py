@@ -3,6 +3,7 @@
 from .fast_rcnn import CLS_LOSS_TYPES, LibraFastRCNNOutputLayers
 from .libra_roi_heads import LibraROIHeads
 from .loce_roi_heads import LOCEFastRCNNOutputLayers, LOCEROIHeads, MemoryBatch
+from .parallel_cascade_roi_heads import ParallelCascadeROIHeads
 from .parallel_roi_heads import ParallelROIHeads
 
 __all__ = [
@@ -12,5 +13,6 @@ __all__ = [
     "LOCEFastRCNNOutputLayers",
     "LOCEROIHeads",
     "MemoryBatch",
+    "ParallelCascadeROIHeads",
     "ParallelROIHeads",
 ]

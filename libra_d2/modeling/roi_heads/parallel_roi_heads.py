@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def _per_head_scalars(suffix: str, keep_original: bool):
+def per_head_scalars(suffix: str, keep_original: bool):
     """Within the block, scalars put into the current EventStorage (e.g. the box predictor's
     ``fast_rcnn/cls_accuracy``) are named ``<name><suffix>``; with ``keep_original`` they are also
     put under their own name. Keeps the heads' statistics apart in the logs."""
@@ -153,12 +153,18 @@ class ParallelROIHeads(LibraROIHeads):
         return ret
 
     @classmethod
+    def _init_single_box_head(cls, cfg, input_shape):
+        """One R-CNN module as :class:`LibraROIHeads` builds its only one: ``box_in_features``,
+        ``box_pooler``, ``box_head`` and ``box_predictor``."""
+        return super()._init_box_head(cfg, input_shape)
+
+    @classmethod
     def _init_box_head(cls, cfg, input_shape):
         # Every module is built exactly like LibraROIHeads' single one, in order (so that one
         # module consumes the same random numbers as LibraROIHeads and has the same weights).
         heads, predictors, ret = [], [], None
         for _ in cfg.MODEL.PRM.POSITIVE_FRACTIONS:
-            one = super()._init_box_head(cfg, input_shape)
+            one = cls._init_single_box_head(cfg, input_shape)
             heads.append(one.pop("box_head"))
             predictors.append(one.pop("box_predictor"))
             ret = ret or one
@@ -250,9 +256,13 @@ class ParallelROIHeads(LibraROIHeads):
         per_head = [[samples[k] for samples in per_image] for k in range(n)]
         union, rows, offset = [], [[] for _ in range(n)], 0
         for proposals_per_image, samples in zip(proposals, per_image):
-            union_idxs, inverse = torch.unique(
-                torch.cat([s.indices for s in samples]), return_inverse=True
-            )
+            if n == 1:  # the module's sample itself, in its order
+                union_idxs = samples[0].indices
+                inverse = torch.arange(len(union_idxs), device=union_idxs.device)
+            else:
+                union_idxs, inverse = torch.unique(
+                    torch.cat([s.indices for s in samples]), return_inverse=True
+                )
             union.append(proposals_per_image.proposal_boxes[union_idxs])
             for k, part in enumerate(torch.split(inverse, [len(s.indices) for s in samples])):
                 rows[k].append(part + offset)
@@ -293,8 +303,7 @@ class ParallelROIHeads(LibraROIHeads):
             return pred_instances, {}
         assert targets, "'targets' argument is required during training"
         per_head, union, rows = self._label_and_sample_union(proposals, targets)
-        del targets
-        losses = self._forward_box(features, per_head, union=union, rows=rows)
+        losses = self._forward_box(features, per_head, union=union, rows=rows, targets=targets)
         main = per_head[self.regression_head]
         losses.update(self._forward_mask(features, main))
         losses.update(self._forward_keypoint(features, main))
@@ -303,12 +312,15 @@ class ParallelROIHeads(LibraROIHeads):
     def _head_predictions(self, k, box_features):
         return self.box_predictors[k](self.box_heads[k](box_features))
 
-    def _forward_box(self, features: Dict[str, torch.Tensor], proposals, union=None, rows=None):
+    def _forward_box(
+        self, features: Dict[str, torch.Tensor], proposals, union=None, rows=None, targets=None
+    ):
         """
         Training: ``proposals[k]`` is module k's sampled proposals (a list over images); returns
         the summed-by-the-caller loss dict with per-module names ``<loss>_h<k>``. With ``union``
         and ``rows`` (see :meth:`_label_and_sample_union`) the union's RoI features are pooled
         once and module k takes its rows; without, every module pools its own proposals.
+        ``targets`` (the ground truth) is unused here; later cascade stages match against it.
         Inference: ``proposals`` is a list over images; returns the predicted instances.
         """
         features = [features[f] for f in self.box_in_features]
@@ -330,7 +342,7 @@ class ParallelROIHeads(LibraROIHeads):
                 predictor = self.box_predictors[k]
                 # The predictor's statistics (fast_rcnn/cls_accuracy, ...) get the head's suffix;
                 # the regression head's are also logged under the single-head names.
-                with _per_head_scalars("_h{}".format(k), keep_original=k == self.regression_head):
+                with per_head_scalars("_h{}".format(k), keep_original=k == self.regression_head):
                     head_losses = predictor.losses(predictions, proposals_k)
                 if self.train_on_pred_boxes and k == self.regression_head:
                     with torch.no_grad():
