@@ -2,10 +2,14 @@
 Detectron2's FCOS's; bad configs refused; train_net.py end to end. The statistics (layout,
 checkpoint, logging) are tested for every EFL detector in test_dense_efl.py."""
 
+import datetime
 import json
+import os
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from conftest import TINY_INPUT
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
@@ -82,6 +86,95 @@ def test_scale_zero_equals_detectron2_fcos():
                     )
             assert ours.efl.statistics.pos_grad.sum() > 0
     assert torch.all(ours.efl.focusing_factors()[0] == 2.0)
+
+
+# Frozen BN: Detectron2's "BN" keeps per-process batch statistics, which two processes cannot share
+# on CPU; FCOS's GN heads are per image.
+FROZEN_BN = {"MODEL.RESNETS.NORM": "FrozenBN"}
+
+
+def _two_steps(model, inputs):
+    """Two training forwards and backwards of ``model`` on ``inputs`` without an optimizer step
+    (the second uses the statistics that the first accumulated): per step the losses, the EFL
+    statistics and the gradients."""
+    out = []
+    for step in range(2):
+        model.zero_grad()
+        losses, _ = train_losses(model, inputs, step)
+        sum(losses.values()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        for g in grads.values():  # what DistributedDataParallel does: average over processes
+            if dist.is_initialized():
+                dist.all_reduce(g)
+                g /= dist.get_world_size()
+        out.append(
+            {
+                "losses": {k: v.detach().clone() for k, v in losses.items()},
+                "pos_grad": model.efl.statistics.pos_grad.clone(),
+                "neg_grad": model.efl.statistics.neg_grad.clone(),
+                "grads": grads,
+            }
+        )
+    return out
+
+
+def _fcos_worker(rank, world_size, init_file, out_dir):
+    dist.init_process_group(
+        "gloo",
+        init_method="file://" + init_file,
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=120),
+    )
+    try:
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        model = build_model(cfg_from(EFL_FCOS_TINY, **FROZEN_BN)).train()
+        inputs = batched_inputs()[rank::world_size]
+        torch.save(_two_steps(model, inputs), os.path.join(out_dir, "rank{}.pth".format(rank)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_equal_one_process(tmp_path):
+    """EFL FCOS* with one image in each of two processes equals one process with both images, in
+    both steps: the gradient ratio g of the all-reduced statistics, the DDP-averaged gradients and
+    the mean of the processes' losses (the normaliser is the positives of the whole batch / world
+    size)."""
+    mp.spawn(
+        _fcos_worker,
+        args=(2, str(tmp_path / "dist_init"), str(tmp_path)),
+        nprocs=2,
+        join=True,
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg_from(EFL_FCOS_TINY, **FROZEN_BN)).train()
+    single = _two_steps(model, batched_inputs())
+    ranks = [torch.load(tmp_path / "rank{}.pth".format(r), weights_only=True) for r in range(2)]
+    assert single[1]["neg_grad"].sum() > single[0]["neg_grad"].sum() > 0
+    for step in range(2):
+        one, two = single[step], [r[step] for r in ranks]
+        # the two images have different positives: each process alone sees a different loss
+        assert not torch.allclose(
+            two[0]["losses"]["loss_fcos_cls"], two[1]["losses"]["loss_fcos_cls"]
+        )
+        for r in two:
+            # each process sums |d loss_r / d logit| with loss_r normalised by the positives of
+            # the whole batch / world size, as the reference does: the sums are world size times
+            # the one process's, and g (their ratio, what EFL uses) is the same
+            for key in ("pos_grad", "neg_grad"):
+                torch.testing.assert_close(r[key], 2 * one[key], rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(
+                r["pos_grad"] / r["neg_grad"], one["pos_grad"] / one["neg_grad"], rtol=1e-5, atol=0
+            )
+        for name, value in one["losses"].items():
+            mean = (two[0]["losses"][name] + two[1]["losses"][name]) / 2
+            torch.testing.assert_close(mean, value, rtol=1e-5, atol=1e-7, msg=name)
+        assert two[0]["grads"].keys() == one["grads"].keys()
+        for name, g in one["grads"].items():
+            # the batch is summed in another order: fp32 rounding, relative to the largest entry
+            error = (two[0]["grads"][name] - g).abs().max() / g.abs().max().clamp(min=1e-12)
+            assert error < 1e-3, (step, name, float(error))
 
 
 def test_train_net_end_to_end(run_script, tmp_path):
