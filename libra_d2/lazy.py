@@ -3,7 +3,81 @@
 import copy
 from typing import Sequence
 
-__all__ = ["cascade_roi_heads", "parallel_cascade_roi_heads", "parallel_roi_heads"]
+__all__ = [
+    "cascade_roi_heads",
+    "libra_rcnn",
+    "libra_rpn",
+    "parallel_cascade_roi_heads",
+    "parallel_roi_heads",
+]
+
+
+def libra_rcnn(model, cls_loss_type: str = "lgr_ce", bcr_class_weights=None, refine_level: int = 2):
+    """Turn the lazy config of a Faster / Mask R-CNN FPN (``GeneralizedRCNN``) into Libra R-CNN,
+    in place, as ``configs/Base-Libra-RCNN-FPN.yaml`` builds it: the FPN wrapped in a Balanced
+    Feature Pyramid (non-local refine at ``refine_level``), ``LibraROIHeads`` with
+    instance-balanced positives and IoU-balanced negatives (K = 3) through a ``MaxIoUMatcher``, and
+    ``LibraFastRCNNOutputLayers`` with Balanced L1 and ``cls_loss_type`` ("bcr" takes its per-class
+    weights, e.g. a lazy ``bucketed_class_weights``). The mask head is untouched. Returns
+    ``model``."""
+    from detectron2.config import LazyCall as L
+
+    from .modeling.backbone import BalancedFeaturePyramid
+    from .modeling.box_regression import DEFAULT_BALANCED_L1
+    from .modeling.matcher import MaxIoUMatcher
+    from .modeling.roi_heads import LibraFastRCNNOutputLayers, LibraROIHeads
+    from .modeling.sampling import LibraSamplingConfig
+
+    model.backbone = L(BalancedFeaturePyramid)(
+        fpn=model.backbone, refine_level=refine_level, refine_type="non_local"
+    )
+    roi_heads = model.roi_heads
+    roi_heads._target_ = LibraROIHeads
+    roi_heads.sampling = L(LibraSamplingConfig)(
+        pos_sampling="instance", neg_sampling="iou_balanced"
+    )
+    roi_heads.proposal_matcher._target_ = MaxIoUMatcher
+    predictor = roi_heads.box_predictor
+    predictor._target_ = LibraFastRCNNOutputLayers
+    predictor.box_reg_loss_type = "balanced_l1"
+    predictor.balanced_l1 = dict(DEFAULT_BALANCED_L1)
+    predictor.cls_loss_type = cls_loss_type
+    if bcr_class_weights is not None:
+        predictor.bcr_class_weights = bcr_class_weights
+    return model
+
+
+def libra_rpn(model, refine_level: int = 2, iou_upper: float = 0.3):
+    """Turn the lazy config of a Faster R-CNN FPN into Libra RPN, a proposal network, in place, as
+    ``configs/COCO-Detection/libra_rpn_R_50_FPN_1x.yaml`` builds it: Detectron2's
+    ``ProposalNetwork`` (no ROI heads) on a Balanced Feature Pyramid (non-local refine at
+    ``refine_level``), and ``LibraRPN`` with instance-balanced positives, IoU-balanced negatives
+    binned over ``[0, iou_upper)`` and Balanced L1. Returns ``model``."""
+    from detectron2.config import LazyCall as L
+    from detectron2.modeling import ProposalNetwork
+
+    from .modeling.backbone import BalancedFeaturePyramid
+    from .modeling.box_regression import DEFAULT_BALANCED_L1
+    from .modeling.matcher import MaxIoUMatcher
+    from .modeling.proposal_generator import LibraRPN
+    from .modeling.sampling import LibraSamplingConfig
+
+    model._target_ = ProposalNetwork
+    for key in ("roi_heads", "input_format", "vis_period"):
+        if key in model:
+            del model[key]
+    model.backbone = L(BalancedFeaturePyramid)(
+        fpn=model.backbone, refine_level=refine_level, refine_type="non_local"
+    )
+    rpn = model.proposal_generator
+    rpn._target_ = LibraRPN
+    rpn.anchor_matcher._target_ = MaxIoUMatcher
+    rpn.sampling = L(LibraSamplingConfig)(
+        pos_sampling="instance", neg_sampling="iou_balanced", iou_upper=iou_upper
+    )
+    rpn.box_reg_loss_type = "balanced_l1"
+    rpn.balanced_l1 = dict(DEFAULT_BALANCED_L1)
+    return model
 
 
 def parallel_roi_heads(

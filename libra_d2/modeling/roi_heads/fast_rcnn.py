@@ -20,7 +20,12 @@ from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from ...data.class_frequency import training_class_image_counts
 from ...layers.class_reweighting import bcr_sigmoid_ce_loss, bucketed_class_weights
 from ...layers.gradient_reweighting import lgr_cross_entropy
-from ..box_regression import LIBRA_DELTA_LOSSES, balanced_l1_params, delta_regression_loss
+from ..box_regression import (
+    DEFAULT_BALANCED_L1,
+    LIBRA_DELTA_LOSSES,
+    balanced_l1_params,
+    delta_regression_loss,
+)
 
 __all__ = ["LibraFastRCNNOutputLayers", "CLS_LOSS_TYPES"]
 
@@ -48,7 +53,8 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
             cls_loss_type: one of :data:`CLS_LOSS_TYPES`.
             lgr_ce: ``dict(alpha, gamma)`` of LGR-CE.
             bcr_class_weights: (K,) per-class weights of BCR (needed by "bcr").
-            balanced_l1: ``dict(alpha, gamma, beta)`` for the "balanced_l1" / "lgr_l1" box losses.
+            balanced_l1: ``dict(alpha, gamma, beta, form)`` for the "balanced_l1" / "lgr_l1" box
+                losses; missing keys take ``DEFAULT_BALANCED_L1``'s values.
             bcr_unavailable_reason: why the BCR weights could not be computed (training then fails
                 with this reason unless a checkpoint provides them).
             sigmoid_prior_prob: initial probability of every class of the sigmoid ("bcr")
@@ -75,7 +81,7 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
         self.bcr_exclude_background = bool(bcr_exclude_background)
         self._bcr_weights_checked = False
         self.lgr_ce = dict(lgr_ce or {"alpha": 0.8, "gamma": 1.0})
-        self.balanced_l1 = dict(balanced_l1 or {"alpha": 0.5, "gamma": 1.5, "beta": 1.0})
+        self.balanced_l1 = dict(DEFAULT_BALANCED_L1, **(balanced_l1 or {}))
         if bcr_class_weights is not None:
             self.register_buffer("bcr_class_weights", torch.as_tensor(bcr_class_weights).float())
         else:
