@@ -24,19 +24,22 @@ import os
 
 import libra_d2  # noqa: F401  isort: skip (first: registers components, quiets warnings)
 from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import default_argument_parser, default_setup, default_writers, hooks
+from detectron2.engine import default_setup, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from libra_d2.checkpoint import SafeCheckpointer
 from libra_d2.data.dataset_check import check_training_records, num_classes_of_lazy_model
+from libra_d2.data.datasets.json_datasets import attach_frequency_metadata
 from libra_d2.engine import (
     ExactResume,
     LibraTrainLoop,
     ProgressBar,
+    argument_parser,
     check_datasets,
     launch_from_args,
+    register_datasets,
 )
 from libra_d2.engine.rank_consistency import RankConsistencyCheck
 from libra_d2.engine.setup import check_on_main_process
@@ -138,7 +141,9 @@ def main(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     # The checks first: a run that cannot start writes nothing into train.output_dir.
+    register_datasets(args)
     check_datasets(_dataset_names(cfg))
+    attach_frequency_metadata(_dataset_names(cfg, "train"), _dataset_names(cfg, "test"))
     summary, extra_hooks = None, []
     if not args.eval_only:
         key, num_classes = num_classes_of_lazy_model(cfg.model)
@@ -172,7 +177,7 @@ def main(args):
 
 
 def cli(argv=None):
-    args = default_argument_parser().parse_args(argv)
+    args = argument_parser().parse_args(argv)
     launch_from_args(main, args)
 
 

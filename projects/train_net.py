@@ -7,6 +7,9 @@
         --machine-rank 0 --dist-url tcp://<host0>:<port>                       # several machines
     python projects/train_net.py --config-file ... --resume                    # continue exactly
     python projects/train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_final.pth
+    python projects/train_net.py --config-file ... \
+        --dataset my_train:data/train.json:data/images --dataset my_val:data/val.json:data/images \
+        DATASETS.TRAIN '("my_train",)' DATASETS.TEST '("my_val",)' MODEL.ROI_HEADS.NUM_CLASSES 5
 
 Without CUDA, ``--num-gpus N`` starts N CPU processes that communicate over gloo.
 """
@@ -16,12 +19,11 @@ import logging
 import os
 
 import libra_d2  # noqa: F401  isort: skip (first: registers components, quiets warnings)
-from detectron2.engine import default_argument_parser
 from detectron2.evaluation import print_csv_format, verify_results
 from detectron2.utils import comm
 
 from libra_d2.checkpoint import SafeCheckpointer
-from libra_d2.engine import LibraTrainer, launch_from_args, setup_cfg
+from libra_d2.engine import LibraTrainer, argument_parser, launch_from_args, setup_cfg
 
 logger = logging.getLogger("libra_d2.train_net")
 
@@ -58,7 +60,7 @@ def main(args):
 
 
 def cli(argv=None):
-    args = default_argument_parser().parse_args(argv)
+    args = argument_parser().parse_args(argv)
     print("Command Line Args:", args)
     launch_from_args(main, args)
 

@@ -130,9 +130,29 @@ def _same(a, b):
             LIBRA_RPN,
         ),
         (
+            "LT-Shapes/lazy/retinanet_R_18_FPN_tiny.py",
+            "LT-Shapes/retinanet_R_18_FPN_tiny.yaml",
+            DENSE,
+        ),
+        (
             "LT-Shapes/lazy/efl_retinanet_R_18_FPN_tiny.py",
             "LT-Shapes/efl_retinanet_R_18_FPN_tiny.yaml",
             EFL,
+        ),
+        (
+            "LT-Shapes/lazy/libra_retinanet_R_18_FPN_tiny.py",
+            "LT-Shapes/libra_retinanet_R_18_FPN_tiny.yaml",
+            DENSE + ("backbone.refine_level", "balanced_l1"),
+        ),
+        (
+            "COCO-Detection/lazy/libra_efl_retinanet_R_50_FPN_1x.py",
+            "COCO-Detection/libra_efl_retinanet_R_50_FPN_1x.yaml",
+            EFL + ("backbone.refine_level", "balanced_l1"),
+        ),
+        (
+            "LVISv1-Detection/lazy/efl_improved_baseline_R_50_FPN_2x.py",
+            "LVISv1-Detection/efl_improved_baseline_R_50_FPN_2x.yaml",
+            EFL + ("iou_branch", "anchor_matcher.topk"),
         ),
         (
             "COCO-Detection/lazy/faster_rcnn_R_50_FPN_1x.py",

@@ -1,4 +1,8 @@
-"""libra_d2's data keys (``DATALOADER.BAD_BOXES``)."""
+"""libra_d2's data keys (``DATALOADER.BAD_BOXES``, ``DATASETS.FREQUENCY_GROUPS``)."""
+
+from detectron2.config import CfgNode as CN
+
+from ..data.frequency_groups import LVIS_COMMON_MAX_IMAGES, LVIS_RARE_MAX_IMAGES
 
 
 def add_data_config(cfg):
@@ -11,4 +15,10 @@ def add_data_config(cfg):
     # (clip to the image, drop those left empty: Detectron2's mapper, now reported), "drop" (drop
     # every such box), "error" (refuse to train).
     _C.DATALOADER.BAD_BOXES = "clip"
+    # --- Frequency groups of datasets registered with --dataset (json_datasets.py) ---
+    # A class is rare up to RARE_MAX_IMAGES training images, common up to COMMON_MAX_IMAGES,
+    # frequent above (LVIS' thresholds by default).
+    _C.DATASETS.FREQUENCY_GROUPS = CN()
+    _C.DATASETS.FREQUENCY_GROUPS.RARE_MAX_IMAGES = LVIS_RARE_MAX_IMAGES
+    _C.DATASETS.FREQUENCY_GROUPS.COMMON_MAX_IMAGES = LVIS_COMMON_MAX_IMAGES
     return cfg

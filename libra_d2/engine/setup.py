@@ -7,12 +7,17 @@ import os
 import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import default_setup
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_libra_config
 from ..data.dataset_check import DatasetError, check_training_data
+from ..data.datasets.json_datasets import (
+    attach_frequency_metadata,
+    parse_dataset_spec,
+    register_json_dataset,
+)
 
 __all__ = ["ConfigError", "DatasetError", "setup_cfg", "check_datasets", "merge_cfg_checked"]
 
@@ -105,6 +110,28 @@ def check_on_main_process(check):
     return result
 
 
+def argument_parser():
+    """Detectron2's ``default_argument_parser`` with ``--dataset NAME:JSON:IMAGE_ROOT``
+    (repeatable): a COCO- or LVIS-format dataset registered under NAME, for the config to name."""
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="NAME:JSON:IMAGE_ROOT",
+        help="register a COCO- or LVIS-format dataset as NAME (repeatable); see "
+        "libra_d2/data/datasets/json_datasets.py",
+    )
+    return parser
+
+
+def register_datasets(args):
+    """Register the datasets of ``args.dataset`` (every process runs this: each needs the
+    catalogs)."""
+    for text in getattr(args, "dataset", None) or []:
+        register_json_dataset(parse_dataset_spec(text))
+
+
 def setup_cfg(args, *, do_default_setup=True):
     """Build the config from ``args`` (Detectron2's argument parser), check it and the training
     data (:func:`~libra_d2.data.dataset_check.check_training_data`), freeze it, and only then run
@@ -118,7 +145,15 @@ def setup_cfg(args, *, do_default_setup=True):
     cfg.freeze()
     # Every check before default_setup: a run that cannot start writes nothing into OUTPUT_DIR
     # (default_setup saves config.yaml and opens log.txt there).
+    register_datasets(args)
     check_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    groups = cfg.DATASETS.FREQUENCY_GROUPS
+    attach_frequency_metadata(
+        cfg.DATASETS.TRAIN,
+        cfg.DATASETS.TEST,
+        rare_max=groups.RARE_MAX_IMAGES,
+        common_max=groups.COMMON_MAX_IMAGES,
+    )
     summary = None
     if not getattr(args, "eval_only", False) and cfg.DATASETS.TRAIN:
         if cfg.MODEL.LOCE.FINETUNE:
