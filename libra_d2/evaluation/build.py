@@ -11,6 +11,7 @@ from detectron2.evaluation import (
 )
 
 from ..utils.compat import HAS_FAST_COCOEVAL, patch_lvis_numpy_aliases
+from .per_class_ap import PerClassAPReport
 
 SUPPORTED_EVALUATOR_TYPES = ("coco", "lvis", "pascal_voc")
 
@@ -19,7 +20,8 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str = None):
     """Detectron2 evaluator(s) for ``dataset_name``, chosen by its ``evaluator_type`` metadata.
 
     COCO uses pycocotools' official COCOeval when the compiled fast COCOeval is absent; LVIS works
-    on current NumPy; Pascal VOC uses Detectron2's VOC07/12 AP evaluator.
+    on current NumPy and is followed by :class:`PerClassAPReport` (per-class AP against training
+    frequency, in the output folder); Pascal VOC uses Detectron2's VOC07/12 AP evaluator.
     """
     if output_folder is None:
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
@@ -31,7 +33,13 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str = None):
         )
     elif evaluator_type == "lvis":
         patch_lvis_numpy_aliases()
-        evaluator = LVISEvaluator(dataset_name, output_dir=output_folder)
+        # per-class AP against training frequency (a plot and tables) after LVIS' own summary
+        return DatasetEvaluators(
+            [
+                LVISEvaluator(dataset_name, output_dir=output_folder),
+                PerClassAPReport(dataset_name, output_folder),
+            ]
+        )
     elif evaluator_type == "pascal_voc":
         evaluator = PascalVOCDetectionEvaluator(dataset_name)
     else:

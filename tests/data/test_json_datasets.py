@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import TINY_INPUT
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import LVISEvaluator
+from detectron2.evaluation import DatasetEvaluators, LVISEvaluator
 from detectron2.structures import Boxes, BoxMode, Instances
 
 from libra_d2.data.class_frequency import training_class_image_counts
@@ -22,6 +22,8 @@ from libra_d2.data.datasets.json_datasets import (
     parse_dataset_spec,
     register_json_dataset,
 )
+from libra_d2.evaluation import PerClassAPReport
+from libra_d2.evaluation.per_class_ap import per_class_ap
 from libra_d2.utils.compat import patch_lvis_numpy_aliases
 
 #: non-contiguous COCO ids; in how many training images each category appears
@@ -181,8 +183,12 @@ def test_official_lvis_evaluation_by_training_groups(dataset, tmp_path):
     for r in records:
         r["annotations"] = [a for a in r["annotations"] if not a.get("iscrowd", 0)]
 
+    out = tmp_path / "eval"
+
     def evaluate(inputs, outputs):
-        evaluator = LVISEvaluator(val_name, output_dir=str(tmp_path / "eval"))
+        evaluator = DatasetEvaluators(
+            [LVISEvaluator(val_name, output_dir=str(out)), PerClassAPReport(val_name, str(out))]
+        )
         evaluator.reset()
         evaluator.process(inputs, outputs)
         return evaluator.evaluate()["bbox"]
@@ -194,6 +200,18 @@ def test_official_lvis_evaluation_by_training_groups(dataset, tmp_path):
     no_rare = evaluate(*_predictions(records, drop_class=2))
     assert no_rare["APr"] == pytest.approx(0.0)
     assert no_rare["APc"] == pytest.approx(100.0) and no_rare["APf"] == pytest.approx(100.0)
+    # the per-class report of the last evaluation: one row per class, the training counts
+    with open(out / "per_class_ap.json") as f:
+        rows = {r["name"]: r for r in json.load(f)}
+    assert {n: (r["frequency"], r["image_count"]) for n, r in rows.items()} == {
+        "circle": ("f", 6),
+        "square": ("c", 3),
+        "star": ("r", 1),
+    }
+    assert rows["star"]["AP"] == pytest.approx(0.0) and rows["square"]["AP"] == pytest.approx(100.0)
+    table = (out / "per_group_ap.md").read_text()
+    assert "| r | 1 | 0.0 | 1-1 |" in table and "| f | 1 | 100.0 | 6-6 |" in table
+    assert (out / "per_class_ap.png").stat().st_size > 1000
     # a confident "star" (rare) box on every image that has none: false positives now
     inputs, outputs = _predictions(records)
     for r, out in zip(records, outputs):
@@ -241,6 +259,8 @@ def test_train_net_with_registered_datasets(dataset, run_script, tmp_path):
     with open(out / "eval_results.json") as f:
         results = json.load(f)["bbox"]
     assert {"AP", "AP50", "AP75", "APr", "APc", "APf"} <= set(results)
+    for name in ("per_class_ap.png", "per_class_ap.json", "per_group_ap.md"):
+        assert (out / "inference" / val_name / name).is_file(), name
 
 
 def test_lazy_train_net_with_registered_datasets(dataset, run_script, tmp_path):
@@ -271,3 +291,11 @@ def test_lazy_train_net_with_registered_datasets(dataset, run_script, tmp_path):
     with open(out / "eval_results.json") as f:
         results = json.load(f)["bbox"]
     assert {"AP", "APr", "APc", "APf"} <= set(results)
+
+
+def test_per_class_ap_is_lvis_mean_over_valid_precision():
+    precision = np.full((2, 3, 2, 4), -1.0)  # (IoU, recall, category, area)
+    precision[:, :, 0, 0] = [[1.0, 0.5, 0.0], [1.0, 1.0, 0.5]]
+    precision[0, 0, 0, 1] = 0.0  # another area: not counted
+    ap = per_class_ap(precision)
+    assert ap[0] == pytest.approx(4.0 / 6) and np.isnan(ap[1])

@@ -201,11 +201,13 @@ def _cached_counts(json_file: str) -> List[dict]:
     return counts
 
 
-def lvis_format_copy(data: dict, frequency_by_id: Dict[int, str]) -> dict:
+def lvis_format_copy(
+    data: dict, frequency_by_id: Dict[int, str], image_count_by_id: Dict[int, int] = None
+) -> dict:
     """An LVIS-format copy of a COCO-format dict for the ``lvis`` package's evaluation: every
     image lists the categories it does not contain as verified negatives (exhaustive, as COCO),
-    categories carry their training ``frequency``, crowd annotations are left out and every
-    annotation has an ``area``."""
+    categories carry their training ``frequency`` (and ``image_count``), crowd annotations are
+    left out and every annotation has an ``area``."""
     present: Dict[int, set] = {}
     annotations = []
     for a in data["annotations"]:
@@ -226,6 +228,9 @@ def lvis_format_copy(data: dict, frequency_by_id: Dict[int, str]) -> dict:
         for im in data["images"]
     ]
     categories = [dict(c, frequency=frequency_by_id[c["id"]]) for c in data["categories"]]
+    if image_count_by_id is not None:
+        for c in categories:
+            c["image_count"] = int(image_count_by_id[c["id"]])
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
@@ -287,10 +292,13 @@ def attach_frequency_metadata(
                 ],
             )
         if name in test_names and fmt == "coco":
-            key = _cache_key(spec.json_file, tuple(groups))
+            key = _cache_key(spec.json_file, tuple(groups), tuple(image_counts))
             path = os.path.join(_cache_dir(), "lvis_format_{}_{}.json".format(name, key))
             if not os.path.isfile(path) and comm.is_main_process():
-                _write_atomic(path, lvis_format_copy(_read(spec.json_file), dict(zip(ids, groups))))
+                copy = lvis_format_copy(
+                    _read(spec.json_file), dict(zip(ids, groups)), dict(zip(ids, image_counts))
+                )
+                _write_atomic(path, copy)
             comm.synchronize()
             _set_or_check(meta, "json_file", path)
             _set_or_check(meta, "evaluator_type", "lvis")
