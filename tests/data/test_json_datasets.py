@@ -214,14 +214,14 @@ def test_official_lvis_evaluation_by_training_groups(dataset, tmp_path):
     assert (out / "per_class_ap.png").stat().st_size > 1000
     # a confident "star" (rare) box on every image that has none: false positives now
     inputs, outputs = _predictions(records)
-    for r, out in zip(records, outputs):
+    for r, output in zip(records, outputs):
         if not any(a["category_id"] == 2 for a in r["annotations"]):
-            inst = out["instances"]
+            inst = output["instances"]
             extra = Instances(inst.image_size)
             extra.pred_boxes = Boxes(torch.tensor([[40.0, 30.0, 60.0, 50.0]]))
             extra.scores = torch.tensor([2.0])
             extra.pred_classes = torch.tensor([2])
-            out["instances"] = Instances.cat([inst, extra])
+            output["instances"] = Instances.cat([inst, extra])
     assert evaluate(inputs, outputs)["APr"] < 50.0
 
 
