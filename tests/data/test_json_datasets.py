@@ -1,6 +1,7 @@
 """A user's COCO-format dataset registered without code (``--dataset NAME:JSON:IMAGE_ROOT``): the
 spec, the format detection, the training statistics and groups, the LVIS-format evaluation copy
-(official ``lvis`` evaluation, APr / APc / APf), and ``train_net.py`` end to end."""
+(official ``lvis`` evaluation, APr / APc / APf, the per-class report), and end to end through
+``train_net.py`` and ``projects/demo.py``, and ``lazy_train_net.py``."""
 
 import json
 import os
@@ -261,6 +262,24 @@ def test_train_net_with_registered_datasets(dataset, run_script, tmp_path):
     assert {"AP", "AP50", "AP75", "APr", "APc", "APf"} <= set(results)
     for name in ("per_class_ap.png", "per_class_ap.json", "per_group_ap.md"):
         assert (out / "inference" / val_name / name).is_file(), name
+    # look at the trained model's detections on the user's images, class names from --dataset
+    pictures = tmp_path / "pictures"
+    run_script(
+        "projects/demo.py",
+        "--config-file",
+        str(out / "config.yaml"),
+        "--dataset",
+        dataset["val"],
+        "--input",
+        os.path.join(dataset["root"], "images", "val_00*.png"),
+        "--output",
+        str(pictures),
+        "--confidence-threshold",
+        "0.0",
+        "MODEL.WEIGHTS",
+        str(out / "model_final.pth"),
+    )
+    assert len(os.listdir(pictures)) == 6
 
 
 def test_lazy_train_net_with_registered_datasets(dataset, run_script, tmp_path):
