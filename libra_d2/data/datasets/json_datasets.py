@@ -266,7 +266,7 @@ def attach_frequency_metadata(
     summary = {g: 0 for g in "rcf"}
     for n in counts["image_count"].values():
         summary[frequency_group_of(n, rare_max, common_max)] += 1
-    for name in set(train_names + test_names):
+    for name in dict.fromkeys(train_names + test_names):  # the same order in every process
         if name not in _REGISTERED:
             continue
         spec, fmt, ids = _REGISTERED[name]
