@@ -169,6 +169,19 @@ def _torch_has_sdpa() -> bool:
 HAS_SDPA = _torch_has_sdpa()
 
 
+def _has_tracing_adapter() -> bool:
+    try:
+        from detectron2.export import TracingAdapter  # noqa: F401
+    except ImportError:  # Detectron2 0.6's export package imports caffe2 (gone from torch)
+        return False
+    return True
+
+
+#: Detectron2's export path (``detectron2.export.TracingAdapter``) imports here: Detectron2 main;
+#: Detectron2 0.6's ``detectron2.export`` needs caffe2.
+HAS_TRACING_ADAPTER = _has_tracing_adapter()
+
+
 # lvis 0.5.3 (the newest release) uses ``np.float`` in ``LVISEval.accumulate``; NumPy >= 1.24
 # removed that alias, so every LVIS evaluation (Detectron2's ``LVISEvaluator`` included, on any
 # Detectron2 version) fails with AttributeError. Instead of touching NumPy globally, ``lvis.eval``
