@@ -20,7 +20,6 @@ import os
 
 import libra_d2  # noqa: F401  isort: skip (first: registers components, quiets warnings)
 import cv2
-import torch
 import tqdm
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
@@ -31,7 +30,7 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from libra_d2.config import add_libra_config
-from libra_d2.engine import merge_cfg_checked, register_datasets
+from libra_d2.engine.setup import merge_cfg_checked, register_datasets, use_cpu_without_cuda
 
 logger = logging.getLogger("libra_d2.demo")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -68,9 +67,7 @@ def setup_cfg(args):
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = threshold
     if "FCOS" in cfg.MODEL:
         cfg.MODEL.FCOS.SCORE_THRESH_TEST = threshold
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE=%s but CUDA is not available: using cpu", cfg.MODEL.DEVICE)
-        cfg.MODEL.DEVICE = "cpu"
+    use_cpu_without_cuda(cfg)
     cfg.freeze()
     return cfg
 

@@ -110,6 +110,13 @@ def check_on_main_process(check):
     return result
 
 
+def use_cpu_without_cuda(cfg: CfgNode) -> None:
+    """A ``cuda`` MODEL.DEVICE on a machine without CUDA becomes ``cpu``, with a warning."""
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE=%s but CUDA is not available: using cpu", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+
+
 def argument_parser():
     """Detectron2's ``default_argument_parser`` with ``--dataset NAME:JSON:IMAGE_ROOT``
     (repeatable): a COCO- or LVIS-format dataset registered under NAME, for the config to name."""
@@ -139,9 +146,7 @@ def setup_cfg(args, *, do_default_setup=True):
     cfg = get_cfg()
     add_libra_config(cfg)
     merge_cfg_checked(cfg, args.config_file, args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE=%s but CUDA is not available: using cpu", cfg.MODEL.DEVICE)
-        cfg.MODEL.DEVICE = "cpu"
+    use_cpu_without_cuda(cfg)
     cfg.freeze()
     # Every check before default_setup: a run that cannot start writes nothing into OUTPUT_DIR
     # (default_setup saves config.yaml and opens log.txt there).

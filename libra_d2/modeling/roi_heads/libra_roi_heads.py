@@ -32,11 +32,12 @@ class ImageSample(NamedTuple):
     negative_ious: torch.Tensor
 
 
-def sample_counts(samples: Sequence[ImageSample], num_classes: int):
-    """``(num_fg, num_bg)``: the mean number of sampled foreground / background RoIs per image, as
-    0-d tensors (no host synchronisation)."""
-    num_bg = torch.stack([(s.instances.gt_classes == num_classes).sum() for s in samples])
-    num_sampled = torch.tensor([len(s.instances) for s in samples], device=num_bg.device)
+def sample_counts(instances: Sequence[Instances], num_classes: int):
+    """``(num_fg, num_bg)``: the mean number of foreground / background RoIs per image of one
+    module's labelled RoIs (``gt_classes``; ``num_classes`` is background), as 0-d tensors (no
+    host synchronisation)."""
+    num_bg = torch.stack([(x.gt_classes == num_classes).sum() for x in instances])
+    num_sampled = torch.tensor([len(x) for x in instances], device=num_bg.device)
     return (num_sampled - num_bg).float().mean(), num_bg.float().mean()
 
 
@@ -143,7 +144,7 @@ class LibraROIHeads(StandardROIHeads):
     def log_samples(self, samples: Sequence[ImageSample]) -> None:
         """Detectron2's ``roi_head/num_fg_samples`` / ``num_bg_samples`` and the share of hard
         negatives (IoU > ``HARD_NEGATIVE_IOU``) of one module's samples of a batch."""
-        num_fg, num_bg = sample_counts(samples, self.num_classes)
+        num_fg, num_bg = sample_counts([s.instances for s in samples], self.num_classes)
         put_scalar_deferred("roi_head/num_fg_samples", num_fg)
         put_scalar_deferred("roi_head/num_bg_samples", num_bg)
         neg_ious = torch.cat([s.negative_ious for s in samples])

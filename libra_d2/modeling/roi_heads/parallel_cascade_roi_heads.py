@@ -45,6 +45,7 @@ from torch import nn
 
 from ...layers.scale_gradient import scale_gradient
 from ...utils.events import put_scalar_deferred
+from .libra_roi_heads import sample_counts
 from .parallel_roi_heads import ParallelROIHeads, per_head_scalars
 
 __all__ = ["ParallelCascadeROIHeads"]
@@ -271,9 +272,7 @@ class ParallelCascadeROIHeads(ParallelROIHeads):
         """``stage<s>/roi_head/num_fg_samples`` / ``num_bg_samples`` of the regression module (the
         names of ``CascadeROIHeads``) and ``prm/stage<s>/num_fg_samples_h<k>`` of every module."""
         for k, proposals in enumerate(module_proposals):
-            labels = [p.gt_classes for p in proposals]
-            num_fg = torch.stack([(x != self.num_classes).sum() for x in labels]).float().mean()
-            num_bg = torch.stack([(x == self.num_classes).sum() for x in labels]).float().mean()
+            num_fg, num_bg = sample_counts(proposals, self.num_classes)
             put_scalar_deferred("prm/stage{}/num_fg_samples_h{}".format(stage, k), num_fg)
             if k == self.regression_head:
                 put_scalar_deferred("stage{}/roi_head/num_fg_samples".format(stage), num_fg)

@@ -270,13 +270,13 @@ class ParallelROIHeads(LibraROIHeads):
 
         # The single-head names carry the regression head's numbers (one head: LibraROIHeads').
         self.log_samples(per_head[self.regression_head])
+        instances = [[s.instances for s in samples] for samples in per_head]
         for k in range(n):
-            num_fg, num_bg = sample_counts(per_head[k], self.num_classes)
+            num_fg, num_bg = sample_counts(instances[k], self.num_classes)
             put_scalar_deferred("prm/num_fg_samples_h{}".format(k), num_fg)
             put_scalar_deferred("prm/num_bg_samples_h{}".format(k), num_bg)
         if n > 1:
             get_event_storage().put_scalar("prm/pooled_rois_per_image", offset / max(len(union), 1))
-        instances = [[s.instances for s in samples] for samples in per_head]
         return instances, union, [torch.cat(r) for r in rows]
 
     def label_and_sample_proposals_per_head(
