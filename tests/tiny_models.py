@@ -106,3 +106,22 @@ def train_losses(model, inputs, it=0):
         flush_deferred_scalars(storage)
         scalars = {k: v[0] for k, v in storage.latest().items()}
     return losses, scalars
+
+
+def losses_and_storage(model, inputs, seed=123):
+    """One training forward of ``model`` (in train mode, seed ``seed``): its losses and the
+    EventStorage it logged into (deferred scalars flushed)."""
+    model.train()
+    torch.manual_seed(seed)
+    with EventStorage() as storage:
+        losses = model(inputs)
+        flush_deferred_scalars(storage)
+    return losses, storage
+
+
+def predict_instances(model, inputs):
+    """The eval-mode detections of ``model`` on ``inputs`` (their images, at 64 px output)."""
+    model.eval()
+    inputs = [{"image": d["image"], "height": 64, "width": 64} for d in inputs]
+    with torch.no_grad():
+        return [o["instances"] for o in model(inputs)]

@@ -12,13 +12,14 @@ from detectron2.modeling import build_model
 from detectron2.modeling.roi_heads import CascadeROIHeads, build_roi_heads
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from tiny_models import losses_and_storage as losses_of
+from tiny_models import predict_instances as predict
 from tiny_models import random_batched_inputs as batched_inputs
 from tiny_models import tiny_cfg
 
 import libra_d2
 from libra_d2.layers import scale_gradient
 from libra_d2.modeling.roi_heads import ParallelCascadeROIHeads, ParallelROIHeads
-from libra_d2.utils.events import flush_deferred_scalars
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AGNOSTIC = ["MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", True]
@@ -26,22 +27,6 @@ CASCADE = ["MODEL.ROI_HEADS.NAME", "CascadeROIHeads", *AGNOSTIC]
 PRM_CASCADE = ["MODEL.ROI_HEADS.NAME", "ParallelCascadeROIHeads", *AGNOSTIC]
 ONE_MODULE = ["MODEL.PRM.POSITIVE_FRACTIONS", [0.25]]
 KEEP_ALL = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0]
-
-
-def losses_of(model, inputs, seed=123):
-    model.train()
-    torch.manual_seed(seed)
-    with EventStorage() as storage:
-        losses = model(inputs)
-        flush_deferred_scalars(storage)
-    return losses, storage
-
-
-def predict(model, inputs):
-    model.eval()
-    inputs = [{"image": d["image"], "height": 64, "width": 64} for d in inputs]
-    with torch.no_grad():
-        return [o["instances"] for o in model(inputs)]
 
 
 def assert_same_detections(a, b):

@@ -13,6 +13,8 @@ from detectron2.modeling import build_model
 from detectron2.modeling.roi_heads import build_roi_heads
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from tiny_models import losses_and_storage as losses_of
+from tiny_models import predict_instances as predict
 from tiny_models import random_batched_inputs as batched_inputs
 from tiny_models import tiny_cfg
 
@@ -22,25 +24,6 @@ from libra_d2.utils.events import flush_deferred_scalars
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PRM = ["MODEL.ROI_HEADS.NAME", "ParallelROIHeads"]
-
-
-def eval_inputs(inputs):
-    return [{"image": d["image"], "height": 64, "width": 64} for d in inputs]
-
-
-def losses_of(model, inputs, seed=123):
-    model.train()
-    torch.manual_seed(seed)
-    with EventStorage() as storage:
-        losses = model(inputs)
-        flush_deferred_scalars(storage)
-    return losses, storage
-
-
-def predict(model, inputs):
-    model.eval()
-    with torch.no_grad():
-        return [o["instances"] for o in model(eval_inputs(inputs))]
 
 
 def single_to_prm_key(k):
