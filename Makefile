@@ -10,13 +10,15 @@ VENV_MAIN ?= .venv-main
 export DETECTRON2_DATASETS
 LT_SHAPES_ROOT := $(DETECTRON2_DATASETS)/lt_shapes
 
-.PHONY: env data demo test test-main lint bench clean help
+.PHONY: env data data-dense pretrained demo test test-main lint bench clean help
 
 help:
 	@echo "make demo   - generate LT-Shapes, train + evaluate a tiny Faster R-CNN on CPU, reload it"
 	@echo "make test   - run the test suite (on \$$VENV, default .venv: Detectron2 main if reachable, else 0.6)"
 	@echo "make test-main - run the test suite on official Detectron2 main built from \$$DETECTRON2_MAIN ($(VENV_MAIN))"
 	@echo "make data   - generate LT-Shapes under \$$DETECTRON2_DATASETS/lt_shapes"
+	@echo "make data-dense - generate the dense LT-Shapes variant under \$$DETECTRON2_DATASETS/lt_shapes_dense"
+	@echo "make pretrained - pre-train the tiny family's ResNet-18 once (\$$DETECTRON2_DATASETS/pretrained)"
 	@echo "make lint   - check the code style (isort, black -l 100, flake8; dev/linter.sh formats)"
 	@echo "make bench  - run the benchmarks under dev/"
 	@echo "make env    - build the virtual environment only ($(VENV))"
@@ -26,6 +28,12 @@ env:
 
 data: env
 	@$(PY) datasets/prepare_lt_shapes.py --root $(LT_SHAPES_ROOT)
+
+data-dense: env
+	@$(PY) -m libra_d2.data.datasets.lt_shapes_generate --preset dense --root $(DETECTRON2_DATASETS)/lt_shapes_dense
+
+pretrained: env
+	@$(PY) -m libra_d2.engine.backbone_pretraining
 
 demo: data
 	@$(PY) dev/demo.py

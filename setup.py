@@ -12,4 +12,6 @@ setup(
     # torch, torchvision and detectron2 are installed by dev/install_env.py (see README):
     # detectron2 is not on PyPI under its name, so it cannot be a plain requirement here.
     install_requires=["fvcore", "pycocotools", "lvis", "opencv-python-headless", "matplotlib"],
+    # projects/submit.py (Slurm through submitit)
+    extras_require={"slurm": ["submitit"]},
 )

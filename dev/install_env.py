@@ -88,6 +88,8 @@ BASE_PACKAGES = [
     "pydot",
     "omegaconf>=2.1",
     "hydra-core>=1.1",
+    # optional for users (pip install 'libra_d2[slurm]'): projects/submit.py; tested here
+    "submitit",
     # the linters of dev/linter.sh, pinned: another black or isort release formats differently
     "black==26.10.1",
     "flake8==7.5.0",

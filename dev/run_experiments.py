@@ -17,9 +17,12 @@ command that reproduces each row, and every row's evaluation to ``OUTPUT_ROOT/re
 named ``"<setting>, seed <k>"`` are also summarised per setting: mean and standard deviation over
 its seeds, and the paired difference from the reference setting (``REFERENCE`` in the spec, default
 the first) over the seeds both have, marked "within noise" where a paired t-test at 5% does not
-tell it from zero. ``--jobs N`` trains N rows at a time, each process with ``cpu_count / N``
-threads (on a small CPU two single-threaded runs finish sooner than two two-threaded runs one after
-the other); evaluation-only rows run after the trainings.
+tell it from zero. Before it starts it prints the plan: per setting, its seeds, how many rows are
+done and the minutes the rest should take (from the wall times of finished rows of the same
+config, kept in ``OUTPUT_ROOT/timings.json``, else the spec's ``MINUTES_PER_ROW``, default 15).
+``--jobs N`` trains N rows at a time, each process with ``cpu_count / N`` threads (on a small CPU
+two single-threaded runs finish sooner than two two-threaded runs one after the other);
+evaluation-only rows run after the trainings.
 """
 
 import argparse
@@ -159,6 +162,57 @@ def format_seed_summary(groups, results, columns, task, reference=None):
     )
 
 
+def load_timings(out_root):
+    path = os.path.join(REPO_ROOT, out_root, "timings.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def save_timing(out_root, config, seconds):
+    """Append one finished row's wall time (seconds) under its config file."""
+    timings = load_timings(out_root)
+    timings.setdefault(config, []).append(round(seconds, 1))
+    os.makedirs(os.path.join(REPO_ROOT, out_root), exist_ok=True)
+    with open(os.path.join(REPO_ROOT, out_root, "timings.json"), "w") as f:
+        json.dump(timings, f, indent=1)
+
+
+def format_plan(rows, done, timings, jobs, default_minutes=15.0):
+    """The plan printed before a run: per setting (a row without seeds is its own setting) its
+    seeds, rows done and the estimated minutes of the rest at ``jobs`` rows at a time."""
+    settings = {}
+    for name, config, *_ in rows:
+        m = SEEDED.match(name)
+        setting, seed = (m.group("setting"), int(m.group("seed"))) if m else (name, None)
+        entry = settings.setdefault(setting, {"seeds": [], "done": 0, "todo": 0, "minutes": 0.0})
+        if seed is not None:
+            entry["seeds"].append(seed)
+        if name in done:
+            entry["done"] += 1
+        else:
+            entry["todo"] += 1
+            past = timings.get(config)
+            entry["minutes"] += statistics.mean(past) / 60.0 if past else default_minutes
+    lines = ["| setting | seeds | done | to run | minutes (1 job) |", "|---|---|---|---|---|"]
+    for setting, e in settings.items():
+        lines.append(
+            "| {} | {} | {} | {} | {:.0f} |".format(
+                setting, ",".join(map(str, e["seeds"])) or "-", e["done"], e["todo"], e["minutes"]
+            )
+        )
+    total = sum(e["minutes"] for e in settings.values())
+    todo = sum(e["todo"] for e in settings.values())
+    lines.append(
+        "\nPlan: {} settings, {} rows, {} to run, about {:.0f} min with {} job(s) at a time "
+        "(each row's minutes are its own wall time, measured at that many jobs).".format(
+            len(settings), len(rows), todo, total / max(1, jobs), jobs
+        )
+    )
+    return "\n".join(lines)
+
+
 def format_table(rows, results, columns, task):
     lines = ["| row | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for name, *_ in rows:
@@ -179,13 +233,19 @@ def main():
     rows, out_root = spec["ROWS"], spec["OUTPUT_ROOT"]
     columns, task = spec.get("COLUMNS", DEFAULT_COLUMNS), spec.get("TASK", "bbox")
 
-    results, commands, todo, after = {}, {}, [], {}
+    results, commands, todo, after, configs = {}, {}, [], {}, {}
+    finished = set()
     for name, config, overrides, *options in rows:
+        configs[name] = config
         out = os.path.join(out_root, slug(name))
         weights = (options[0] if options else {}).get("weights")
         after[name] = (options[0] if options else {}).get("after")
         cmd = row_command(config, overrides, out, weights)
         commands[name] = "python " + " ".join(shlex.quote(c) for c in cmd)
+        # done: a training row has its final checkpoint; an evaluation row its results
+        marker = "eval_results.json" if weights else "model_final.pth"
+        if os.path.exists(os.path.join(REPO_ROOT, out, marker)):
+            finished.add(name)
         if args.only is not None and name not in args.only:
             done = os.path.join(REPO_ROOT, out, "eval_results.json")
             if os.path.exists(done):  # keep earlier results in the table
@@ -194,6 +254,16 @@ def main():
             continue
         todo.append((name, cmd, out, weights is not None))
 
+    print(
+        format_plan(
+            [r for r in rows if args.only is None or r[0] in args.only],
+            finished,
+            load_timings(out_root),
+            args.jobs,
+            spec.get("MINUTES_PER_ROW", 15.0),
+        ),
+        flush=True,
+    )
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // args.jobs)))
 
     def run_row(name, cmd, out):
@@ -209,6 +279,8 @@ def main():
             return
         with open(os.path.join(REPO_ROOT, out, "eval_results.json")) as f:
             results[name] = json.load(f)
+        if name not in finished:  # a re-evaluation is not a training's time
+            save_timing(out_root, configs[name], time.time() - t0)
         print(
             "== {}: done in {:.0f} s: ".format(name, time.time() - t0)
             + ", ".join("%s %.1f" % (c, results[name][task][c]) for c in columns),

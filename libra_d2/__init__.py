@@ -21,6 +21,7 @@ from .config import add_libra_config  # noqa: E402
 from . import data  # noqa: F401,E402  (registers datasets)
 from . import evaluation  # noqa: F401,E402  (LVIS on current NumPy)
 from . import modeling  # noqa: F401,E402  (registers models)
+from . import checkpoint  # noqa: F401,E402  (the libra_d2:// weights paths)
 
 __version__ = "0.1.0"
 __all__ = ["add_libra_config"]

@@ -1,3 +1,11 @@
+from .pretrained import TINY_BACKBONE_WEIGHTS, pretrained_root, resolve_weights
 from .safe_checkpointer import SafeCheckpointer, checkpoint_problem, non_finite_entries
 
-__all__ = ["SafeCheckpointer", "checkpoint_problem", "non_finite_entries"]
+__all__ = [
+    "SafeCheckpointer",
+    "TINY_BACKBONE_WEIGHTS",
+    "checkpoint_problem",
+    "non_finite_entries",
+    "pretrained_root",
+    "resolve_weights",
+]

@@ -1,5 +1,6 @@
-"""Datasets and data loading. Importing this registers LT-Shapes (lt_shapes_train, lt_shapes_val);
-Detectron2 itself registers the COCO, LVIS and Pascal VOC builtins."""
+"""Datasets and data loading. Importing this registers LT-Shapes (lt_shapes_train, lt_shapes_val)
+and its dense variant (lt_shapes_dense_train, lt_shapes_dense_val); Detectron2 itself registers
+the COCO, LVIS and Pascal VOC builtins."""
 
 from .build import build_resumable_train_loader, build_test_loader, resumable_train_loader
 from .dataset_check import DatasetError, check_training_data
@@ -8,6 +9,7 @@ from .datasets import register_lt_shapes
 from .resumable_sampler import ResumableSampler
 
 register_lt_shapes()
+register_lt_shapes(variant="lt_shapes_dense")
 
 __all__ = [
     "CheckedDatasetMapper",

@@ -1,7 +1,7 @@
 """A user's COCO-format dataset registered without code (``--dataset NAME:JSON:IMAGE_ROOT``): the
 spec, the format detection, the training statistics and groups, the LVIS-format evaluation copy
 (official ``lvis`` evaluation, APr / APc / APf, the per-class report), and end to end through
-``train_net.py`` and ``projects/demo.py``, and ``lazy_train_net.py``."""
+``train_net.py``, ``projects/demo.py`` and ``projects/diagnose.py``, and ``lazy_train_net.py``."""
 
 import json
 import os
@@ -280,6 +280,34 @@ def test_train_net_with_registered_datasets(dataset, run_script, tmp_path):
         str(out / "model_final.pth"),
     )
     assert len(os.listdir(pictures)) == 6
+    # diagnose the imbalances of the user's data with the trained checkpoint
+    report = tmp_path / "diagnosis"
+    run_script(
+        "projects/diagnose.py",
+        "--config-file",
+        str(out / "config.yaml"),
+        "--dataset",
+        dataset["train"],
+        "--output",
+        str(report),
+        "--num-images",
+        "4",
+        "MODEL.WEIGHTS",
+        str(out / "model_final.pth"),
+    )
+    page = (report / "report.md").read_text()
+    for section in ("Class", "Sample", "Objective", "Feature"):
+        assert "## {} imbalance".format(section) in page
+    for name in ("class", "sample", "objective", "feature"):
+        assert (report / "{}_imbalance.png".format(name)).is_file(), name
+    with open(report / "report.json") as f:
+        measured = json.load(f)
+    # the user's counts, by the groups of the training run's thresholds (1 and 3 images)
+    assert [(c["name"], c["images"], c["group"]) for c in measured["class"]["classes"]] == [
+        ("circle", 6, "f"),
+        ("square", 3, "c"),
+        ("star", 1, "r"),
+    ]
 
 
 def test_lazy_train_net_with_registered_datasets(dataset, run_script, tmp_path):

@@ -96,3 +96,28 @@ def test_seed_summary_with_no_seed_in_common_yet():
     results = {"base, seed 1": {"bbox": {"AP": 10.0}}, "new, seed 2": {"bbox": {"AP": 12.0}}}
     table = RUN_EXPERIMENTS["format_seed_summary"](groups, results, ["AP"], "bbox")
     assert "| new - base (paired) | 0 | - |" in table
+
+
+def test_plan_counts_done_rows_and_estimates_from_timings():
+    rows = [
+        ("base, seed 1", "a.yaml", []),
+        ("base, seed 2", "a.yaml", []),
+        ("new, seed 1", "b.yaml", []),
+        ("new, seed 2", "b.yaml", []),
+        ("single", "c.yaml", []),
+    ]
+    timings = {"a.yaml": [600.0, 840.0]}  # 12 min on average; b and c: the default
+    plan = RUN_EXPERIMENTS["format_plan"](rows, {"base, seed 1"}, timings, 2, 10.0)
+    assert "| base | 1,2 | 1 | 1 | 12 |" in plan
+    assert "| new | 1,2 | 0 | 2 | 20 |" in plan
+    assert "| single | - | 0 | 1 | 10 |" in plan
+    assert "3 settings, 5 rows, 4 to run, about 21 min with 2 job(s)" in plan
+
+
+def test_timings_accumulate_per_config(tmp_path):
+    save, load = RUN_EXPERIMENTS["save_timing"], RUN_EXPERIMENTS["load_timings"]
+    out = str(tmp_path / "out")  # absolute: joined to the repository root it stays itself
+    assert load(out) == {}
+    save(out, "a.yaml", 61.04)
+    save(out, "a.yaml", 70.0)
+    assert load(out) == {"a.yaml": [61.0, 70.0]}

@@ -44,6 +44,9 @@ VAL_JSON = "lt_shapes_val.json"
 PARAMS_JSON = "params.json"
 SPLITS = ("train", "val")
 DATASET_NAMES = {"train": "lt_shapes_train", "val": "lt_shapes_val"}
+#: the registered variants: name prefix (also the folder under $DETECTRON2_DATASETS) -> the
+#: generator preset that makes it; each is registered as ``<prefix>_train`` / ``<prefix>_val``
+VARIANTS = {"lt_shapes": "default", "lt_shapes_dense": "dense"}
 #: the module whose ``main`` generates the dataset (named in the errors)
 GENERATE_MODULE = "libra_d2.data.datasets.lt_shapes_generate"
 
@@ -60,46 +63,53 @@ class LTShapesNotFoundError(FileNotFoundError):
     """The LT-Shapes files are missing: they have to be generated first."""
 
 
-def default_root() -> str:
-    """``$DETECTRON2_DATASETS/lt_shapes`` (``datasets/lt_shapes`` when the variable is unset)."""
-    return os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "lt_shapes")
+def default_root(preset: Optional[str] = None) -> str:
+    """``$DETECTRON2_DATASETS/lt_shapes`` (``datasets/lt_shapes`` when the variable is unset), or
+    ``.../lt_shapes_dense`` for the dense preset."""
+    folder = {p: v for v, p in VARIANTS.items()}.get(preset, "lt_shapes")
+    return os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), folder)
 
 
-def _generate_hint(root: str) -> str:
+def _generate_hint(root: str, preset: str = "default") -> str:
+    if preset != "default":
+        return f"Generate it with `python -m {GENERATE_MODULE} --preset {preset} --root {root}`."
     return f"Generate it with `make data` or `python -m {GENERATE_MODULE} --root {root}`."
 
 
-def _validate_json(json_file: str, image_root: str) -> List[dict]:
+def _validate_json(json_file: str, image_root: str, preset: str = "default") -> List[dict]:
     """Check the annotation file and its images; returns its categories."""
     if not os.path.isfile(json_file):
         raise LTShapesNotFoundError(
-            f"LT-Shapes annotation file not found: {json_file}. {_generate_hint(image_root)}"
+            f"LT-Shapes annotation file not found: {json_file}. "
+            f"{_generate_hint(image_root, preset)}"
         )
     data = read_json(json_file)
     if not isinstance(data, dict):
         raise ValueError(
             f"LT-Shapes annotation file {json_file} is not a valid JSON object. "
-            f"{_generate_hint(image_root)}"
+            f"{_generate_hint(image_root, preset)}"
         )
     if not data.get("images"):
         raise ValueError(
-            f"LT-Shapes annotation file {json_file} has no images. {_generate_hint(image_root)}"
+            f"LT-Shapes annotation file {json_file} has no images. "
+            f"{_generate_hint(image_root, preset)}"
         )
     if not data.get("annotations"):
         raise ValueError(
             f"LT-Shapes annotation file {json_file} has no annotations. "
-            f"{_generate_hint(image_root)}"
+            f"{_generate_hint(image_root, preset)}"
         )
     if not data.get("categories"):
         raise ValueError(
-            f"LT-Shapes annotation file {json_file} has no categories. {_generate_hint(image_root)}"
+            f"LT-Shapes annotation file {json_file} has no categories. "
+            f"{_generate_hint(image_root, preset)}"
         )
     for img in data["images"]:
         path = os.path.join(image_root, img["file_name"])
         if not os.path.isfile(path):
             raise LTShapesNotFoundError(
                 f"LT-Shapes image {path} (listed in {json_file}) is missing. "
-                f"{_generate_hint(image_root)} (add --overwrite to regenerate)"
+                f"{_generate_hint(image_root, preset)} (add --overwrite to regenerate)"
             )
     return data["categories"]
 
@@ -111,26 +121,27 @@ def load_lt_shapes_json(json_file: str, image_root: str) -> List[dict]:
     return _load_checked(json_file, image_root)[0]
 
 
-def _load_checked(json_file: str, image_root: str):
+def _load_checked(json_file: str, image_root: str, preset: str = "default"):
     """:func:`load_lt_shapes_json` and the file's category entries (read by the check)."""
-    categories = _validate_json(json_file, image_root)
+    categories = _validate_json(json_file, image_root, preset)
     # load_lvis_json (Detectron2 v0.6) concatenates image_root and the split folder taken
     # from coco_url without a separator, so image_root must end with one; later versions
     # join image_root and file_name, which works with the trailing separator as well.
     return load_lvis_json(json_file, os.path.join(image_root, ""), dataset_name=None), categories
 
 
-def _category_stats(root: str) -> List[dict]:
+def _category_stats(root: str, preset: str = "default") -> List[dict]:
     """Per-category train statistics: from the generated data when present, otherwise
-    the plan of the default-size dataset (which is what ``make data`` generates)."""
+    the plan of the preset's dataset (the default one is what ``make data`` generates)."""
     stats = read_json(os.path.join(root, PARAMS_JSON))
     if isinstance(stats, dict) and stats.get("categories"):
         return stats["categories"]
     data = read_json(os.path.join(root, TRAIN_JSON))
     if isinstance(data, dict) and data.get("categories"):
         return data["categories"]
-    sizes = PRESETS["default"]
-    counts = plan_lt_shapes(0, sizes["num_train"], sizes["num_val"])["train_image_counts"]
+    sizes = PRESETS[preset]
+    layout = {k: sizes[k] for k in ("min_objects", "max_objects") if k in sizes}
+    counts = plan_lt_shapes(0, sizes["num_train"], sizes["num_val"], **layout)["train_image_counts"]
     return [
         {
             "id": c["id"],
@@ -142,8 +153,10 @@ def _category_stats(root: str) -> List[dict]:
     ]
 
 
-def _load_registered(json_file: str, image_root: str, dataset_name: str) -> List[dict]:
-    dicts, data_cats = _load_checked(json_file, image_root)
+def _load_registered(
+    json_file: str, image_root: str, dataset_name: str, preset: str = "default"
+) -> List[dict]:
+    dicts, data_cats = _load_checked(json_file, image_root, preset)
     meta = MetadataCatalog.get(dataset_name)
     expect = [{"id": c["id"], "image_count": c["image_count"]} for c in data_cats]
     if getattr(meta, "class_image_count", None) != expect:
@@ -156,31 +169,38 @@ def _load_registered(json_file: str, image_root: str, dataset_name: str) -> List
     return dicts
 
 
-def register_lt_shapes(root: Optional[str] = None) -> None:
-    """Register ``lt_shapes_train`` and ``lt_shapes_val`` with Detectron2.
+def register_lt_shapes(root: Optional[str] = None, variant: str = "lt_shapes") -> None:
+    """Register ``<variant>_train`` and ``<variant>_val`` with Detectron2: ``lt_shapes_train`` /
+    ``lt_shapes_val`` by default, ``variant="lt_shapes_dense"`` for the dense variant (whose root
+    defaults to ``$DETECTRON2_DATASETS/lt_shapes_dense``).
 
     Lazy: the JSON is read only when ``DatasetCatalog.get`` is called.  Idempotent: calling
     it again (with the same or another root) replaces the previous registration.
     Metadata: thing_classes, thing_colors, json_file, image_root, evaluator_type="lvis",
     class_image_count ([{"id", "image_count"}], train statistics) and category_frequency
     (['r'|'c'|'f'] in contiguous order).  The statistics are read from ``root/params.json``
-    when the data exist, else they are those of the default-size plan.
+    when the data exist, else they are those of the variant's plan.
     """
-    root = os.fspath(root) if root is not None else default_root()
-    stats = {c["id"]: c for c in _category_stats(root)}
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown LT-Shapes variant {variant!r}; choose from {sorted(VARIANTS)}")
+    preset = VARIANTS[variant]
+    root = os.fspath(root) if root is not None else default_root(preset)
+    stats = {c["id"]: c for c in _category_stats(root, preset)}
     class_image_count = [
         {"id": c["id"], "image_count": int(stats[c["id"]]["image_count"])}
         for c in LT_SHAPES_CATEGORIES
     ]
     category_frequency = [stats[c["id"]]["frequency"] for c in LT_SHAPES_CATEGORIES]
     for split in SPLITS:
-        name = DATASET_NAMES[split]
+        name = f"{variant}_{split}"
         json_file = os.path.join(root, TRAIN_JSON if split == "train" else VAL_JSON)
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)
         if name in MetadataCatalog.list():
             MetadataCatalog.remove(name)
-        DatasetCatalog.register(name, functools.partial(_load_registered, json_file, root, name))
+        DatasetCatalog.register(
+            name, functools.partial(_load_registered, json_file, root, name, preset)
+        )
         MetadataCatalog.get(name).set(
             thing_classes=lt_shapes_category_names(),
             thing_colors=[list(c["rgb"]) for c in LT_SHAPES_CATEGORIES],

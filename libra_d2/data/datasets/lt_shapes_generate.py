@@ -30,7 +30,7 @@ from .lt_shapes import (
 )
 from .lt_shapes_categories import LT_SHAPES_CATEGORIES
 from .lt_shapes_plan import MAX_OBJECTS, MIN_OBJECTS, PRESETS, SPLIT_KEY, plan_lt_shapes, scene_rng
-from .lt_shapes_render import polygon_area, render_image
+from .lt_shapes_render import MAX_REL_SIZE, MIN_REL_SIZE, polygon_area, render_image
 
 __all__ = ["GENERATOR_VERSION", "format_summary", "generate_lt_shapes", "main"]
 
@@ -44,12 +44,21 @@ GENERATOR_VERSION = 1
 GENERATOR_NAME = "libra_d2.data.lt_shapes"
 
 
+#: the scene layout of the presets that do not set it (the default LT-Shapes)
+DEFAULT_LAYOUT = {
+    "min_objects": MIN_OBJECTS,
+    "max_objects": MAX_OBJECTS,
+    "min_rel_size": MIN_REL_SIZE,
+    "max_rel_size": MAX_REL_SIZE,
+}
+
+
 def _resolve_sizes(num_train, num_val, image_size, preset) -> Dict[str, int]:
     if preset is None:
         preset = "default"
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-    sizes = dict(PRESETS[preset])
+    sizes = dict(DEFAULT_LAYOUT, **PRESETS[preset])
     for key, val in (("num_train", num_train), ("num_val", num_val), ("image_size", image_size)):
         if val is not None:
             sizes[key] = int(val)
@@ -61,16 +70,22 @@ def _resolve_sizes(num_train, num_val, image_size, preset) -> Dict[str, int]:
 
 
 def _params(seed: int, sizes: Dict[str, int]) -> Dict[str, object]:
-    return {
+    params = {
         "generator": GENERATOR_NAME,
         "version": GENERATOR_VERSION,
         "seed": int(seed),
         "num_train": sizes["num_train"],
         "num_val": sizes["num_val"],
         "image_size": sizes["image_size"],
-        "min_objects": MIN_OBJECTS,
-        "max_objects": MAX_OBJECTS,
+        "min_objects": sizes["min_objects"],
+        "max_objects": sizes["max_objects"],
     }
+    # Object sizes are recorded only where they differ from the default, so that a dataset made
+    # before they were options keeps matching its parameters (and is reused).
+    for key in ("min_rel_size", "max_rel_size"):
+        if sizes[key] != DEFAULT_LAYOUT[key]:
+            params[key] = sizes[key]
+    return params
 
 
 def _is_complete(root: str) -> bool:
@@ -82,12 +97,13 @@ def _write_split(
     split: str,
     plan_images: List[List[int]],
     seed: int,
-    image_size: int,
+    sizes: Dict[str, int],
     info: dict,
 ) -> dict:
     """Draw and write one split into out_dir; returns the LVIS dict without categories."""
     import cv2
 
+    image_size = sizes["image_size"]
     os.makedirs(os.path.join(out_dir, split), exist_ok=True)
     images, annotations = [], []
     all_ids = [c["id"] for c in LT_SHAPES_CATEGORIES]
@@ -95,7 +111,9 @@ def _write_split(
     for idx, cat_ids in enumerate(plan_images):
         image_id = idx + 1
         rng = scene_rng(seed, SPLIT_KEY[split], 1, image_id)
-        img, objs, n_drop = render_image(cat_ids, image_size, rng)
+        img, objs, n_drop = render_image(
+            cat_ids, image_size, rng, sizes["min_rel_size"], sizes["max_rel_size"]
+        )
         dropped += n_drop
         file_name = f"{split}/{image_id:06d}.png"
         if not cv2.imwrite(os.path.join(out_dir, file_name), img, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
@@ -264,7 +282,9 @@ def generate_lt_shapes(
                 "pass overwrite=True (CLI: --overwrite)"
             )
 
-    plan = plan_lt_shapes(seed, sizes["num_train"], sizes["num_val"])
+    plan = plan_lt_shapes(
+        seed, sizes["num_train"], sizes["num_val"], sizes["min_objects"], sizes["max_objects"]
+    )
     parent = os.path.dirname(root)
     os.makedirs(parent, exist_ok=True)
     # A unique hidden sibling (same filesystem, so the final rename is atomic); os.mkdir
@@ -282,7 +302,7 @@ def generate_lt_shapes(
         splits = {}
         for split in SPLITS:
             ts = time.perf_counter()
-            splits[split] = _write_split(tmp, split, plan[split], seed, sizes["image_size"], info)
+            splits[split] = _write_split(tmp, split, plan[split], seed, sizes, info)
             if verbose:
                 print(
                     f"[lt_shapes] {split}: {len(splits[split]['images'])} images, "
@@ -385,7 +405,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
-    root = args.root if args.root is not None else default_root()
+    root = args.root if args.root is not None else default_root(args.preset)
     summary = generate_lt_shapes(
         root,
         seed=args.seed,
@@ -401,10 +421,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for g in ("f", "c", "r"):
             print(f"{g}: {', '.join(summary['groups'][g]['names'])}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -31,6 +31,18 @@ PRESETS: Dict[str, Dict[str, int]] = {
     # For unit tests: well under a second.  Still 6 frequent / 12 common / 14 rare
     # categories (a frequent category needs > 100 train images, hence 200 of them).
     "tiny": {"num_train": 200, "num_val": 64, "image_size": 64},
+    # The dense variant (``lt_shapes_dense``): 320 px images with 8-16 smaller objects (5%-25%
+    # of the side) and fewer images, so more categories share an image; many more anchors per
+    # positive than at 128 px, and a pyramid from 80x80 (P2) down to 5x5 (P6).
+    "dense": {
+        "num_train": 300,
+        "num_val": 150,
+        "image_size": 320,
+        "min_objects": 8,
+        "max_objects": 16,
+        "min_rel_size": 0.05,
+        "max_rel_size": 0.25,
+    },
 }
 
 
@@ -85,6 +97,8 @@ def _assign_categories(
     dup_weights: Dict[int, float],
     rng: np.random.Generator,
     split: str,
+    min_objects: int = MIN_OBJECTS,
+    max_objects: int = MAX_OBJECTS,
 ) -> List[List[int]]:
     """Give every image a list of category ids so that category c occurs in exactly
     ``targets[c]`` images (when possible); the rest of each image's slots are extra
@@ -95,16 +109,16 @@ def _assign_categories(
         raise ValueError(
             f"{split}: a category needs {max(targets.values())} images but there are {num_images}"
         )
-    slots = rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1, size=num_images)
+    slots = rng.integers(min_objects, max_objects + 1, size=num_images)
     if int(slots.sum()) < total:
-        if total > num_images * MAX_OBJECTS:
+        if total > num_images * max_objects:
             raise ValueError(
-                f"{split}: {num_images} images x {MAX_OBJECTS} objects cannot hold the {total} "
+                f"{split}: {num_images} images x {max_objects} objects cannot hold the {total} "
                 "(image, category) pairs the long-tail plan needs; use more images"
             )
         # Add slots to random images (that are not yet full) until the plan fits.
         while int(slots.sum()) < total:
-            open_ = np.flatnonzero(slots < MAX_OBJECTS)
+            open_ = np.flatnonzero(slots < max_objects)
             need = total - int(slots.sum())
             pick = rng.choice(open_, size=min(need, len(open_)), replace=False)
             slots[pick] += 1
@@ -126,7 +140,7 @@ def _assign_categories(
             u = rng.random(len(avail))
             empty = np.array([not present[i] for i in avail.tolist()], dtype=np.float64)
             if greedy:
-                key = remaining[avail] + u * 0.999 + empty * (MAX_OBJECTS + 1)
+                key = remaining[avail] + u * 0.999 + empty * (max_objects + 1)
             else:
                 key = np.log(np.maximum(u, 1e-300)) / remaining[avail] + empty * 1e6
             chosen = avail[np.argsort(-key, kind="stable")[:t]]
@@ -164,7 +178,13 @@ def _assign_categories(
     return result
 
 
-def plan_lt_shapes(seed: int = 0, num_train: int = 800, num_val: int = 200) -> Dict[str, object]:
+def plan_lt_shapes(
+    seed: int = 0,
+    num_train: int = 800,
+    num_val: int = 200,
+    min_objects: int = MIN_OBJECTS,
+    max_objects: int = MAX_OBJECTS,
+) -> Dict[str, object]:
     """Decide, without drawing anything, which categories every image contains.
 
     Returns ``{"train": [[cat_id, ...], ...], "val": [...], "train_targets": {id: n},
@@ -177,13 +197,13 @@ def plan_lt_shapes(seed: int = 0, num_train: int = 800, num_val: int = 200) -> D
     if num_train < 1 or num_val < 1:
         raise ValueError("num_train and num_val must be >= 1")
     targets = target_train_image_counts(num_train)
-    if sum(targets.values()) > num_train * MAX_OBJECTS:
+    if sum(targets.values()) > num_train * max_objects:
         need = num_train
-        while sum(target_train_image_counts(need).values()) > need * MAX_OBJECTS:
+        while sum(target_train_image_counts(need).values()) > need * max_objects:
             need += 1
         raise ValueError(
             f"LT-Shapes needs at least {need} train images to realise its long-tailed plan "
-            f"(6 frequent categories with > 100 images each, at most {MAX_OBJECTS} objects per "
+            f"(6 frequent categories with > 100 images each, at most {max_objects} objects per "
             f"image); "
             f"got num_train={num_train}"
         )
@@ -193,21 +213,31 @@ def plan_lt_shapes(seed: int = 0, num_train: int = 800, num_val: int = 200) -> D
         {c: float(t) for c, t in targets.items()},
         scene_rng(seed, SPLIT_KEY["train"], 0),
         "train",
+        min_objects,
+        max_objects,
     )
     # Validation: roughly class-balanced so that every category (rare ones included) has
     # enough instances to measure AP.  Each category gets the same number of images,
     # sized to fill ~80% of the expected object slots with distinct categories.
-    min_val = -(-NUM_CLASSES // MAX_OBJECTS)
+    min_val = -(-NUM_CLASSES // max_objects)
     if num_val < min_val:
         raise ValueError(
             f"LT-Shapes needs at least {min_val} val images to show every category; got "
             f"num_val={num_val}"
         )
     val_rng = scene_rng(seed, SPLIT_KEY["val"], 0)
-    expected_slots = num_val * (MIN_OBJECTS + MAX_OBJECTS) / 2.0
+    expected_slots = num_val * (min_objects + max_objects) / 2.0
     per_cat = int(max(1, min(num_val, math.floor(0.8 * expected_slots / NUM_CLASSES))))
     val_targets = {c["id"]: per_cat for c in LT_SHAPES_CATEGORIES}
-    val = _assign_categories(num_val, val_targets, {c: 1.0 for c in val_targets}, val_rng, "val")
+    val = _assign_categories(
+        num_val,
+        val_targets,
+        {c: 1.0 for c in val_targets},
+        val_rng,
+        "val",
+        min_objects,
+        max_objects,
+    )
 
     def image_counts(images: List[List[int]]) -> Dict[int, int]:
         counts = {c["id"]: 0 for c in LT_SHAPES_CATEGORIES}

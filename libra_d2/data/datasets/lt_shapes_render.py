@@ -8,7 +8,7 @@ import numpy as np
 
 from .lt_shapes_categories import LT_SHAPES_CATEGORIES, LT_SHAPES_SHAPES
 
-__all__ = ["polygon_area", "render_image"]
+__all__ = ["polygon_area", "render_image", "render_shape_crop"]
 
 MIN_REL_SIZE = 0.10  # object size (extent before rotation) relative to the image side
 MAX_REL_SIZE = 0.50
@@ -70,10 +70,10 @@ def _to_cv_points(poly: np.ndarray) -> np.ndarray:
 
 
 def _sample_polygon(
-    shape: str, image_size: int, rng: np.random.Generator, max_rel: float
+    shape: str, image_size: int, rng: np.random.Generator, max_rel: float, min_rel: float
 ) -> np.ndarray:
     s = float(image_size)
-    lo, hi = MIN_REL_SIZE * s, max(MIN_REL_SIZE, max_rel) * s
+    lo, hi = min_rel * s, max(min_rel, max_rel) * s
     size = math.exp(rng.uniform(math.log(lo), math.log(hi)))  # log-uniform: more small objects
     aspect = rng.uniform(0.85, 1.15)
     theta = rng.uniform(0.0, 2 * math.pi)
@@ -117,14 +117,64 @@ def _background(image_size: int, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
+def _paint(img: np.ndarray, poly: np.ndarray, rgb: np.ndarray, rng: np.random.Generator):
+    """Draw one filled, anti-aliased polygon of colour ``rgb`` (with jitter) onto ``img``."""
+    import cv2
+
+    s = img.shape[0]
+    color = rgb * rng.uniform(0.93, 1.07) + rng.uniform(-8.0, 8.0, size=3)
+    color = np.clip(np.round(color), 0, 255)
+    layer = np.zeros((s, s), dtype=np.uint8)
+    cv2.fillPoly(layer, [_to_cv_points(poly)], 255, lineType=cv2.LINE_AA, shift=_SHIFT)
+    alpha = (layer.astype(np.float64) / 255.0)[:, :, None]
+    img = img * (1.0 - alpha) + color * alpha
+    # A slightly darker 1-pixel rim centred on the polygon boundary keeps overlapping
+    # objects of the same colour apart.
+    rim = np.zeros((s, s), dtype=np.uint8)
+    cv2.polylines(
+        rim, [_to_cv_points(poly)], True, 255, thickness=1, lineType=cv2.LINE_AA, shift=_SHIFT
+    )
+    beta = (rim.astype(np.float64) / 255.0)[:, :, None] * 0.6
+    return img * (1.0 - beta) + (color * 0.65) * beta
+
+
+def _finish(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Pixel noise, uint8, RGB -> BGR."""
+    img = img + rng.normal(0.0, 4.0, size=img.shape)
+    img = np.clip(np.round(img), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def render_shape_crop(shape: str, rgb, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One shape of any colour on LT-Shapes' background, filling 25%-85% of a ``size`` x ``size``
+    crop (BGR uint8): the images of the backbone pre-training task."""
+    poly = _UNIT_POLYGONS[shape] * (size * rng.uniform(0.25, 0.85))
+    poly = poly * np.array([rng.uniform(0.85, 1.15), 1.0])
+    theta = rng.uniform(0.0, 2 * math.pi)
+    c, si = math.cos(theta), math.sin(theta)
+    poly = poly @ np.array([[c, si], [-si, c]])
+    poly = poly * min(1.0, (size - 1) / (poly.max(axis=0) - poly.min(axis=0)).max())
+    mn, mx = poly.min(axis=0), poly.max(axis=0)
+    t = np.array([rng.uniform(-mn[0], size - mx[0]), rng.uniform(-mn[1], size - mx[1])])
+    poly = np.clip(poly + t, 0.0, size)
+    img = _paint(_background(size, rng), poly, np.asarray(rgb, dtype=np.float64), rng)
+    return _finish(img, rng)
+
+
 def polygon_area(poly: np.ndarray) -> float:
     x, y = poly[:, 0], poly[:, 1]
     return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)
 
 
-def render_image(cat_ids: Sequence[int], image_size: int, rng: np.random.Generator):
-    """Draw one image.  Returns (BGR uint8 image, objects in draw order, #dropped first
-    instances)."""
+def render_image(
+    cat_ids: Sequence[int],
+    image_size: int,
+    rng: np.random.Generator,
+    min_rel_size: float = MIN_REL_SIZE,
+    max_rel_size: float = MAX_REL_SIZE,
+):
+    """Draw one image, objects sized ``min_rel_size``-``max_rel_size`` of its side. Returns (BGR
+    uint8 image, objects in draw order, #dropped first instances)."""
     import cv2
 
     s = image_size
@@ -148,10 +198,10 @@ def render_image(cat_ids: Sequence[int], image_size: int, rng: np.random.Generat
         tries = 40 if first else 20
         for attempt in range(tries):
             # Shrink the largest allowed size when placements keep failing.
-            max_rel = MAX_REL_SIZE - (MAX_REL_SIZE - MIN_REL_SIZE) * min(
+            max_rel = max_rel_size - (max_rel_size - min_rel_size) * min(
                 1.0, attempt / (0.75 * tries)
             )
-            poly = _sample_polygon(shape, s, rng, max_rel)
+            poly = _sample_polygon(shape, s, rng, max_rel, min_rel_size)
             mask8 = np.zeros((s, s), dtype=np.uint8)
             cv2.fillPoly(mask8, [_to_cv_points(poly)], 1, lineType=cv2.LINE_8, shift=_SHIFT)
             mask = mask8.astype(bool)
@@ -174,26 +224,5 @@ def render_image(cat_ids: Sequence[int], image_size: int, rng: np.random.Generat
     placed.sort(key=lambda o: o["z"])
     for o in placed:
         rgb = np.array(cat_by_id[o["cat"]]["rgb"], dtype=np.float64)
-        color = rgb * rng.uniform(0.93, 1.07) + rng.uniform(-8.0, 8.0, size=3)
-        color = np.clip(np.round(color), 0, 255)
-        layer = np.zeros((s, s), dtype=np.uint8)
-        cv2.fillPoly(layer, [_to_cv_points(o["poly"])], 255, lineType=cv2.LINE_AA, shift=_SHIFT)
-        alpha = (layer.astype(np.float64) / 255.0)[:, :, None]
-        img = img * (1.0 - alpha) + color * alpha
-        # A slightly darker 1-pixel rim centred on the polygon boundary keeps overlapping
-        # objects of the same colour apart.
-        rim = np.zeros((s, s), dtype=np.uint8)
-        cv2.polylines(
-            rim,
-            [_to_cv_points(o["poly"])],
-            True,
-            255,
-            thickness=1,
-            lineType=cv2.LINE_AA,
-            shift=_SHIFT,
-        )
-        beta = (rim.astype(np.float64) / 255.0)[:, :, None] * 0.6
-        img = img * (1.0 - beta) + (color * 0.65) * beta
-    img = img + rng.normal(0.0, 4.0, size=img.shape)
-    img = np.clip(np.round(img), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(img[:, :, ::-1]), placed, dropped_first
+        img = _paint(img, o["poly"], rgb, rng)
+    return _finish(img, rng), placed, dropped_first

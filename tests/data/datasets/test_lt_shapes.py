@@ -557,3 +557,61 @@ def test_cli_module_and_wrapper(tiny, tmp_path, monkeypatch, capsys):
         3,
     )
     assert _load(root, "val")["images"][0]["width"] == 48
+
+
+# ---------------------------------------------------------------- the dense variant
+
+
+def test_dense_variant_layout_and_registration(tmp_path, d2_catalogs, monkeypatch):
+    """The dense preset's layout (8-16 objects of 5%-25% of the side), recorded in params.json,
+    registered as lt_shapes_dense_* under its own folder; at a smaller size to stay fast."""
+    DatasetCatalog, MetadataCatalog = d2_catalogs
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    root = lts.default_root("dense")
+    assert root == os.path.join(str(tmp_path), "lt_shapes_dense")
+    ltg.generate_lt_shapes(
+        root, preset="dense", num_train=150, num_val=24, image_size=96, verbose=False
+    )
+    params = json.load(open(os.path.join(root, "params.json")))["params"]
+    assert (params["min_objects"], params["max_objects"]) == (8, 16)
+    assert (params["min_rel_size"], params["max_rel_size"]) == (0.05, 0.25)
+    train = _load(root, "train")
+    per_image = defaultdict(list)
+    for a in train["annotations"]:
+        per_image[a["image_id"]].append(a)
+    counts = [len(v) for v in per_image.values()]
+    assert min(counts) >= 6 and max(counts) <= 16 and np.mean(counts) > 10  # few dropped
+    # the extent before rotation is at most 25% of the side; rotated, at most sqrt(2) x that
+    assert max(max(a["bbox"][2], a["bbox"][3]) for a in train["annotations"]) <= 0.25 * 96 * 1.5
+    freqs = [c["frequency"] for c in train["categories"]]
+    assert (freqs.count("f"), freqs.count("c"), freqs.count("r")) == (6, 12, 14)
+    try:
+        lts.register_lt_shapes(variant="lt_shapes_dense")
+        meta = MetadataCatalog.get("lt_shapes_dense_train")
+        assert meta.image_root == root and meta.category_frequency == freqs
+        assert len(DatasetCatalog.get("lt_shapes_dense_val")) == 24
+        with pytest.raises(ValueError, match="unknown LT-Shapes variant"):
+            lts.register_lt_shapes(variant="lt_shapes_huge")
+    finally:
+        monkeypatch.undo()
+        lts.register_lt_shapes(variant="lt_shapes_dense")  # back to the default location
+
+
+def test_default_layout_is_not_recorded_so_old_datasets_are_reused(tiny):
+    """The object-size options are written to params.json only when not the default: datasets
+    made before the options existed keep matching and are reused."""
+    params = json.load(open(os.path.join(tiny["a"], "params.json")))["params"]
+    assert "min_rel_size" not in params and "max_rel_size" not in params
+    assert ltg.generate_lt_shapes(tiny["a"], preset="tiny", verbose=False)["skipped"] is True
+
+
+def test_dense_registration_without_data_uses_the_dense_plan(tmp_path, d2_catalogs):
+    DatasetCatalog, MetadataCatalog = d2_catalogs
+    try:
+        lts.register_lt_shapes(str(tmp_path / "none"), variant="lt_shapes_dense")
+        freqs = MetadataCatalog.get("lt_shapes_dense_train").category_frequency
+        assert (freqs.count("f"), freqs.count("c"), freqs.count("r")) == (6, 12, 14)
+        with pytest.raises(FileNotFoundError, match="--preset dense"):
+            DatasetCatalog.get("lt_shapes_dense_train")
+    finally:
+        lts.register_lt_shapes(variant="lt_shapes_dense")

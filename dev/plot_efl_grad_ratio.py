@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""EFL's accumulated gradient ratio g_j over training, per frequency group, from the runs'
+``metrics.json`` (``efl/grad_ratio/{r,c,f}``, logged by every EFL model): the mechanism behind
+EFL's per-class focusing, which acts only while g_j of a group stays below 1.
+
+    python dev/plot_efl_grad_ratio.py --run LABEL output/run1 [--run LABEL2 output/run2 ...] \
+        --output docs/efl/grad_ratio.png
+
+Prints, per run and group, the last g and the share of logged iterations with g below 0.9.
+"""
+
+import argparse
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+GROUPS = (("r", "rare", "#d62728"), ("c", "common", "#ff7f0e"), ("f", "frequent", "#1f77b4"))
+
+
+def read_grad_ratio(run_dir):
+    """{group: [(iteration, g), ...]} from ``run_dir/metrics.json`` (one JSON object per line)."""
+    series = {g: [] for g, _, _ in GROUPS}
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        for line in f:
+            row = json.loads(line)
+            for g in series:
+                key = "efl/grad_ratio/" + g
+                if key in row:
+                    series[g].append((row["iteration"], row[key]))
+    return series
+
+
+def below_share(points, threshold=0.9):
+    return sum(v < threshold for _, v in points) / len(points) if points else float("nan")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", nargs=2, action="append", metavar=("LABEL", "DIR"), required=True)
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args()
+    fig, axes = plt.subplots(1, len(args.run), figsize=(4.2 * len(args.run), 3.2), squeeze=False)
+    print("| run | group | last g | share of logged iterations with g < 0.9 |")
+    print("|---|---|---|---|")
+    for ax, (label, run_dir) in zip(axes[0], args.run):
+        series = read_grad_ratio(run_dir)
+        for g, name, color in GROUPS:
+            if series[g]:
+                ax.plot(*zip(*series[g]), color=color, label=name)
+                print(
+                    "| {} | {} | {:.3f} | {:.0%} |".format(
+                        label, name, series[g][-1][1], below_share(series[g])
+                    )
+                )
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("g (mean over the group's classes)")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    fig.savefig(args.output, dpi=110)
+    print("wrote", args.output)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""EFL on the dense LT-Shapes variant (issue #15): the EFL RetinaNet of the tiny family on 320 px
+images with 8-16 objects (``configs/LT-Shapes/efl_retinanet_R_18_FPN_dense.yaml``), at the scale
+s in {0, 2, 4, 8} (s = 0 is focal loss), each over the same three seeds. The mechanism comes first:
+``dev/plot_efl_grad_ratio.py`` on these runs shows whether g_j of the rare group stays below 1.
+Run: python dev/run_experiments.py projects/EFL/experiments_dense.py --jobs 2
+"""
+
+CONFIG = "configs/LT-Shapes/efl_retinanet_R_18_FPN_dense.yaml"
+OUTPUT_ROOT = "output/efl_dense"
+SEEDS = (1, 2, 3)
+SCALES = (0, 2, 4, 8)
+MINUTES_PER_ROW = 45.0
+COLUMNS = ("AP", "AP50", "AP75", "APr", "APc", "APf")
+ROWS = [
+    (
+        "{}, seed {}".format("focal loss (s=0)" if s == 0 else "EFL s={}".format(s), seed),
+        CONFIG,
+        ["MODEL.EFL.SCALE", str(float(s)), "SEED", str(seed)],
+    )
+    for seed in SEEDS
+    for s in SCALES
+]
