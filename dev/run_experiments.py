@@ -195,7 +195,7 @@ def format_plan(rows, done, timings, jobs, default_minutes=15.0):
             entry["todo"] += 1
             past = timings.get(config)
             entry["minutes"] += statistics.mean(past) / 60.0 if past else default_minutes
-    lines = ["| setting | seeds | done | to run | minutes (1 job) |", "|---|---|---|---|---|"]
+    lines = ["| setting | seeds | done | to run | minutes to run |", "|---|---|---|---|---|"]
     for setting, e in settings.items():
         lines.append(
             "| {} | {} | {} | {} | {:.0f} |".format(
@@ -206,9 +206,8 @@ def format_plan(rows, done, timings, jobs, default_minutes=15.0):
     todo = sum(e["todo"] for e in settings.values())
     lines.append(
         "\nPlan: {} settings, {} rows, {} to run, about {:.0f} min with {} job(s) at a time "
-        "(each row's minutes are its own wall time, measured at that many jobs).".format(
-            len(settings), len(rows), todo, total / max(1, jobs), jobs
-        )
+        "(a setting's minutes add up its rows' wall times, each measured at that many "
+        "jobs).".format(len(settings), len(rows), todo, total / max(1, jobs), jobs)
     )
     return "\n".join(lines)
 

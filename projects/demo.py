@@ -30,7 +30,12 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from libra_d2.config import add_libra_config
-from libra_d2.engine.setup import merge_cfg_checked, register_datasets, use_cpu_without_cuda
+from libra_d2.engine.setup import (
+    add_dataset_argument,
+    merge_cfg_checked,
+    register_datasets,
+    use_cpu_without_cuda,
+)
 
 logger = logging.getLogger("libra_d2.demo")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -47,13 +52,7 @@ def get_parser():
         help="a folder for the pictures; for a video, the output video file (or a folder)",
     )
     parser.add_argument("--confidence-threshold", type=float, default=0.5)
-    parser.add_argument(
-        "--dataset",
-        action="append",
-        default=[],
-        metavar="NAME:JSON:IMAGE_ROOT",
-        help="register a COCO- or LVIS-format dataset (for its class names)",
-    )
+    add_dataset_argument(parser, "register a COCO- or LVIS-format dataset (for its class names)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (KEY VALUE ...)")
     return parser
 

@@ -20,7 +20,7 @@ import libra_d2  # noqa: F401  isort: skip (first: registers components, quiets 
 from detectron2.utils.logger import setup_logger
 
 from libra_d2.analysis import diagnose
-from libra_d2.engine.setup import setup_cfg
+from libra_d2.engine.setup import add_dataset_argument, setup_cfg
 
 logger = logging.getLogger("libra_d2.diagnose")
 
@@ -31,13 +31,7 @@ def get_parser():
     parser.add_argument("--output", required=True, help="folder for report.md and its figures")
     parser.add_argument("--num-images", type=int, default=64, help="training images measured")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument(
-        "--dataset",
-        action="append",
-        default=[],
-        metavar="NAME:JSON:IMAGE_ROOT",
-        help="register a COCO- or LVIS-format dataset as NAME (repeatable)",
-    )
+    add_dataset_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (KEY VALUE ...)")
     return parser
 

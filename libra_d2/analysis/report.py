@@ -228,12 +228,23 @@ def diagnose(
 
 
 # ---------------------------------------------------------------------------------------- figures
-def _plot_class(stats, path):
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(plt, fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_class(stats, path):
+    plt = _pyplot()
     classes = sorted_by_images(stats)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(classes)), 3.6))
     x = np.arange(len(classes))
@@ -255,17 +266,11 @@ def _plot_class(stats, path):
     ]
     ax.legend(handles=handles, fontsize=7, loc="upper right")
     ax.set_title("Class imbalance: images per class, groups and repeat factors", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _plot_sample(sample, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     bins = np.asarray(sample["bins"])
     for key, label, color, fraction in (
@@ -286,17 +291,11 @@ def _plot_sample(sample, path):
     ax.set_ylabel("density")
     ax.set_title("Sample imbalance: negatives picked ({})".format(sample["sampler"]), fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _plot_objective(result, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     classes, obj = result["class"]["classes"], result["objective"]
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4))
     for ax, key, label in (
@@ -318,17 +317,11 @@ def _plot_objective(result, path):
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
     fig.suptitle("Objective imbalance: " + obj["loss"], fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _plot_feature(feature, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.0, 3.2))
     x = np.arange(len(feature["levels"]))
     after = "after BFP" if feature["with_bfp"] else "after BFP's integration (no refine)"
@@ -340,9 +333,7 @@ def _plot_feature(feature, path):
     ax.set_ylabel("energy: mean of x^2")
     ax.set_title("Feature imbalance: energy per pyramid level", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 # --------------------------------------------------------------------------------------- markdown

@@ -19,7 +19,14 @@ from ..data.datasets.json_datasets import (
     register_json_dataset,
 )
 
-__all__ = ["ConfigError", "DatasetError", "setup_cfg", "check_datasets", "merge_cfg_checked"]
+__all__ = [
+    "ConfigError",
+    "DatasetError",
+    "add_dataset_argument",
+    "setup_cfg",
+    "check_datasets",
+    "merge_cfg_checked",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -117,19 +124,25 @@ def use_cpu_without_cuda(cfg: CfgNode) -> None:
         cfg.MODEL.DEVICE = "cpu"
 
 
-def argument_parser():
-    """Detectron2's ``default_argument_parser`` with ``--dataset NAME:JSON:IMAGE_ROOT``
-    (repeatable): a COCO- or LVIS-format dataset registered under NAME, for the config to name."""
-    parser = default_argument_parser()
+def add_dataset_argument(parser, help_text=None):
+    """``--dataset NAME:JSON:IMAGE_ROOT`` (repeatable) on ``parser``: a COCO- or LVIS-format dataset
+    registered under NAME (:func:`register_datasets`); the launchers and tools share it."""
     parser.add_argument(
         "--dataset",
         action="append",
         default=[],
         metavar="NAME:JSON:IMAGE_ROOT",
-        help="register a COCO- or LVIS-format dataset as NAME (repeatable); see "
+        help=help_text
+        or "register a COCO- or LVIS-format dataset as NAME (repeatable); see "
         "libra_d2/data/datasets/json_datasets.py",
     )
     return parser
+
+
+def argument_parser():
+    """Detectron2's ``default_argument_parser`` with ``--dataset NAME:JSON:IMAGE_ROOT``
+    (repeatable): a COCO- or LVIS-format dataset registered under NAME, for the config to name."""
+    return add_dataset_argument(default_argument_parser())
 
 
 def register_datasets(args):

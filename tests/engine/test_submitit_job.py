@@ -61,17 +61,26 @@ def test_preemption_requeues_with_resume():
     assert job.args.resume is False
 
 
-def test_submit_through_the_local_executor(run_script, tmp_path):
-    out = tmp_path / "run"
-    proc = run_script(
+def _submit(run_script, tmp_path, *opts, check=True):
+    return run_script(
         "projects/submit.py",
         "--cluster",
         "local",
         "--job-dir",
         str(tmp_path / "jobs"),
-        "--wait",
         "--config-file",
         "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml",
+        *opts,
+        check=check,
+    )
+
+
+def test_submit_through_the_local_executor(run_script, tmp_path):
+    out = tmp_path / "run"
+    proc = _submit(
+        run_script,
+        tmp_path,
+        "--wait",
         "SOLVER.MAX_ITER",
         "2",
         "SOLVER.IMS_PER_BATCH",
@@ -89,17 +98,6 @@ def test_submit_through_the_local_executor(run_script, tmp_path):
 
 
 def test_a_bad_config_fails_before_submitting(run_script, tmp_path):
-    proc = run_script(
-        "projects/submit.py",
-        "--cluster",
-        "local",
-        "--job-dir",
-        str(tmp_path / "jobs"),
-        "--config-file",
-        "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml",
-        "SOLVER.MAX_ITERS",
-        "2",
-        check=False,
-    )
+    proc = _submit(run_script, tmp_path, "SOLVER.MAX_ITERS", "2", check=False)
     assert proc.returncode != 0 and "SOLVER.MAX_ITER" in proc.stdout
     assert not (tmp_path / "jobs").exists()
