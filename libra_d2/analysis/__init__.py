@@ -9,7 +9,7 @@ imbalance of the Libra R-CNN paper's taxonomy, plus the objective statistics of 
 """
 
 from .class_imbalance import class_imbalance
-from .feature_imbalance import level_energy, pyramid_energy
+from .feature_imbalance import level_energy, pyramid_energy, relative_change
 from .objective_imbalance import sigmoid_gradient_statistics, softmax_gradient_statistics
 from .report import diagnose, write_report
 from .sample_imbalance import hard_fraction, negative_ious
@@ -21,6 +21,7 @@ __all__ = [
     "level_energy",
     "negative_ious",
     "pyramid_energy",
+    "relative_change",
     "sigmoid_gradient_statistics",
     "softmax_gradient_statistics",
     "write_report",

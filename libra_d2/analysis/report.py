@@ -194,6 +194,11 @@ def measure_model(cfg, dicts, num_images: int = 64, batch_size: int = 4) -> Dict
             "refine": first["refine"],
             "before": np.mean([e["before"] for e in acc["energy"]], axis=0).tolist(),
             "after": np.mean([e["after"] for e in acc["energy"]], axis=0).tolist(),
+            "refine_change": (
+                float(np.mean([e["refine_change"] for e in acc["energy"]]))
+                if first["refine_change"] is not None
+                else None
+            ),
         }
     return out
 
@@ -420,13 +425,20 @@ def findings(result) -> List[str]:
         )
     feature = result.get("feature")
     if feature:
+        refine = feature.get("refine_change")
         out.append(
             "**Feature**: the level energies spread {:.1f}x (max / min) at the FPN's output and "
-            "{:.1f}x {}. The Balanced Feature Pyramid (`MODEL.BACKBONE.NAME "
+            "{:.1f}x {}.{} The Balanced Feature Pyramid (`MODEL.BACKBONE.NAME "
             "build_resnet_bfp_backbone`, `libra_*` configs) is what integrates the levels.".format(
                 _spread(feature["before"]),
                 _spread(feature["after"]),
                 "after BFP" if feature["with_bfp"] else "after BFP's integration",
+                (
+                    ""
+                    if refine is None
+                    else " Its {} refine changes the integrated feature by {:.0%} of its "
+                    "norm.".format(feature["refine"], refine)
+                ),
             )
         )
     return out
@@ -561,6 +573,14 @@ def write_report(result: Dict, output_dir: str) -> str:
             "",
             "![feature imbalance](feature_imbalance.png)",
         ]
+        if feature.get("refine_change") is not None:
+            lines += [
+                "",
+                "BFP's {} refine changes the integrated feature by {:.2f} of its norm "
+                "(||refine(x) - x|| / ||x||; 0 would be no refinement).".format(
+                    feature["refine"], feature["refine_change"]
+                ),
+            ]
     else:
         lines.append("Measured with a trained checkpoint only (pass `MODEL.WEIGHTS`).")
     path = os.path.join(output_dir, "report.md")

@@ -19,6 +19,7 @@ from libra_d2.analysis import (
     level_energy,
     negative_ious,
     pyramid_energy,
+    relative_change,
     sigmoid_gradient_statistics,
     softmax_gradient_statistics,
 )
@@ -172,3 +173,10 @@ def test_pyramid_energy_of_a_balanced_feature_pyramid():
     assert out["before"] == pytest.approx(level_energy(before))
     assert out["after"] == pytest.approx(level_energy(after))
     assert out["after"] != pytest.approx(level_energy(balance_features(before, 0)))  # refined
+    # the refine's change of the integrated feature, measured by a hook on the refine module
+    with torch.no_grad():
+        integrated = (before[0] + F.interpolate(before[1], size=before[0].shape[-2:])) / 2
+        expected = relative_change(integrated, bfp.refine(integrated))
+    assert out["refine_change"] == pytest.approx(expected) and expected > 0
+    assert pyramid_energy(_TwoLevels(), images)["refine_change"] is None
+    assert relative_change(torch.ones(3), torch.ones(3)) == 0.0
