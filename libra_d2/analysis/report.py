@@ -59,9 +59,14 @@ def _first_box_branch(roi_heads):
     return (head, pred) if head is not None and pred is not None else None
 
 
+#: the norms whose running statistics move in training mode (Detectron2's NaiveSyncBatchNorm is
+#: a BatchNorm2d; FrozenBatchNorm2d has none to move)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
 def _freeze_batchnorm_statistics(model):
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, BATCH_NORMS):
             m.eval()
 
 
