@@ -11,8 +11,10 @@ What does not:
 * Detectron2 0.6: its ``detectron2.export`` imports caffe2, which current torch no longer has;
   :data:`libra_d2.utils.compat.HAS_TRACING_ADAPTER` is False there and :func:`trace_model`
   refuses with that reason. Export with Detectron2 main.
-* ONNX: ``torch.onnx.export`` of the traced model needs the ``onnx`` package, which this project's
-  environment does not install; it is not tested.
+* ONNX: torch's TorchScript-based exporter (``torch.onnx.export(adapter, ..., dynamo=False)``,
+  opset 17, onnx 1.23) stops at BFP's integration: ``adaptive_max_pool2d`` to the refine level's
+  size, which is data-dependent in the traced graph ("output_size is not constant"). Measured on
+  Libra RetinaNet; not supported yet.
 * Training-time state (EFL's gradient statistics, LOCE's feature memory) is not part of an
   inference graph; the buffers are exported as constants.
 
