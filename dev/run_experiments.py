@@ -179,7 +179,11 @@ def save_timing(out_root, config, seconds):
         json.dump(timings, f, indent=1)
 
 
-def format_plan(rows, done, timings, jobs, default_minutes=15.0):
+#: the plan's estimate for a row whose config has no measured wall time (a spec may set its own)
+DEFAULT_MINUTES_PER_ROW = 15.0
+
+
+def format_plan(rows, done, timings, jobs, default_minutes=DEFAULT_MINUTES_PER_ROW):
     """The plan printed before a run: per setting (a row without seeds is its own setting) its
     seeds, rows done and the estimated minutes of the rest at ``jobs`` rows at a time."""
     settings = {}
@@ -259,7 +263,7 @@ def main():
             finished,
             load_timings(out_root),
             args.jobs,
-            spec.get("MINUTES_PER_ROW", 15.0),
+            spec.get("MINUTES_PER_ROW", DEFAULT_MINUTES_PER_ROW),
         ),
         flush=True,
     )

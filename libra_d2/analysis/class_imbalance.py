@@ -2,7 +2,7 @@
 repeat factors that Detectron2's ``RepeatFactorTrainingSampler`` (RFS) would give each class."""
 
 import math
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 from detectron2.data.samplers import RepeatFactorTrainingSampler
 
@@ -12,7 +12,10 @@ from ..data.frequency_groups import (
     frequency_group_of,
 )
 
-__all__ = ["class_imbalance", "class_repeat_factors"]
+__all__ = ["LVIS_REPEAT_THRESHOLD", "class_imbalance", "class_repeat_factors"]
+
+#: the RFS threshold of Detectron2's LVIS configs: the repeat factors shown for a config without RFS
+LVIS_REPEAT_THRESHOLD = 0.001
 
 
 def class_repeat_factors(image_counts: Sequence[int], num_images: int, repeat_thresh: float):
@@ -29,7 +32,7 @@ def class_repeat_factors(image_counts: Sequence[int], num_images: int, repeat_th
 def class_imbalance(
     dataset_dicts: Sequence[Dict],
     class_names: Sequence[str],
-    repeat_thresh: float = 0.001,
+    repeat_thresh: float = LVIS_REPEAT_THRESHOLD,
     rare_max: int = LVIS_RARE_MAX_IMAGES,
     common_max: int = LVIS_COMMON_MAX_IMAGES,
 ) -> Dict:
@@ -105,7 +108,3 @@ def class_imbalance(
             "epoch_images": float(per_image.sum()),
         },
     }
-
-
-def sorted_by_images(stats: Dict) -> List[Dict]:
-    return sorted(stats["classes"], key=lambda c: -c["images"])

@@ -7,7 +7,7 @@ its wrapped FPN's output and "after" the BFP's own (with its trained refine). Fo
 parameter-free integration BFP would add, at the refine level the Libra configs use (P4).
 """
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -30,41 +30,43 @@ def relative_change(before: torch.Tensor, after: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def pyramid_energy(backbone, images: torch.Tensor) -> Dict:
-    """``{"levels", "before", "after", "with_bfp", "refine", "refine_change"}`` for a batch of
-    normalised images; ``refine_change`` is :func:`relative_change` of BFP's refine module on the
-    integrated feature (None without one)."""
-    refine_change = None
+def pyramid_energy(backbone, images: torch.Tensor) -> Tuple[Dict, Dict]:
+    """The backbone's outputs for a batch of normalised images, from one forward pass, and their
+    statistics ``{"levels", "before", "after", "with_bfp", "refine", "refine_change"}``.
+    ``refine_change`` is :func:`relative_change` of BFP's refine module on the integrated feature
+    (None without one). The wrapped FPN's output and the refine's input and output are taken by
+    forward hooks during that pass."""
+    shapes = backbone.output_shape()
+    names = sorted(shapes, key=lambda k: shapes[k].stride)
     if isinstance(backbone, BalancedFeaturePyramid):
-        names = backbone.output_shape()
-        names = sorted(names, key=lambda k: names[k].stride)
-        fpn_out = backbone.fpn(images)
-        before = [fpn_out[k] for k in names]
-        seen = []
-        hook = None
+        seen = {}
+
+        def keep_fpn_output(module, inputs, output):  # a forward hook: returns None
+            seen["fpn"] = output
+
+        def keep_refine_change(module, inputs, output):
+            seen["refine"] = relative_change(inputs[0], output)
+
+        hooks = [backbone.fpn.register_forward_hook(keep_fpn_output)]
         if isinstance(backbone.refine, torch.nn.Module):
-            hook = backbone.refine.register_forward_hook(
-                lambda module, inputs, output: seen.append(relative_change(inputs[0], output))
-            )
+            hooks.append(backbone.refine.register_forward_hook(keep_refine_change))
         try:
-            after_dict = backbone(images)
+            outputs = backbone(images)
         finally:
-            if hook is not None:
+            for hook in hooks:
                 hook.remove()
-        after = [after_dict[k] for k in names]
-        with_bfp, refine = True, backbone.refine_type
-        refine_change = seen[0] if seen else None
+        before = [seen["fpn"][k] for k in names]
+        after = [outputs[k] for k in names]
+        with_bfp, refine, refine_change = True, backbone.refine_type, seen.get("refine")
     else:
-        shapes = backbone.output_shape()
-        names = sorted(shapes, key=lambda k: shapes[k].stride)
-        out = backbone(images)
-        before = [out[k] for k in names]
+        outputs = backbone(images)
+        before = [outputs[k] for k in names]
         # P4 is the refine level of the Libra configs: index 2 on P2-P6, 1 on P3-P7.
         strides = [shapes[k].stride for k in names]
         refine_level = strides.index(16) if 16 in strides else len(names) // 2
         after = balance_features(before, refine_level)
-        with_bfp, refine = False, "none"
-    return {
+        with_bfp, refine, refine_change = False, "none", None
+    return outputs, {
         "levels": names,
         "before": level_energy(before),
         "after": level_energy(after),

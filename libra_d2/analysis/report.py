@@ -24,7 +24,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-from .class_imbalance import class_imbalance, sorted_by_images
+from .class_imbalance import LVIS_REPEAT_THRESHOLD, class_imbalance
 from .feature_imbalance import pyramid_energy
 from .objective_imbalance import (
     add_statistics,
@@ -37,8 +37,6 @@ from .sample_imbalance import HARD_IOU, hard_fraction, negative_ious, pool_negat
 __all__ = ["diagnose", "write_report"]
 
 logger = logging.getLogger(__name__)
-#: the RFS threshold of Detectron2's LVIS configs: the repeat factors shown for a config without RFS
-LVIS_REPEAT_THRESHOLD = 0.001
 #: the histogram bins of negative IoUs (negatives are below the foreground threshold, <= 0.5 in
 #: every config here)
 IOU_BINS = np.linspace(0.0, 0.5, 26)
@@ -107,7 +105,8 @@ def _dense_batch(model, features, gt, acc):
     labels = torch.stack(model.label_anchors(anchors, gt)[0])
     positives = ((labels >= 0) & (labels < model.num_classes)).sum().item()
     acc["anchors_positive"] = acc.get("anchors_positive", 0) + positives
-    acc["anchors_negative"] = acc.get("anchors_negative", 0) + (labels == model.num_classes).sum()
+    negatives = (labels == model.num_classes).sum().item()
+    acc["anchors_negative"] = acc.get("anchors_negative", 0) + negatives
     alpha = float(getattr(model, "focal_loss_alpha", 0.25))
     gamma = float(getattr(model, "focal_loss_gamma", 2.0))
     acc["objective_loss"] = "sigmoid focal loss (alpha {}, gamma {})".format(alpha, gamma)
@@ -149,13 +148,15 @@ def measure_model(cfg, dicts, num_images: int = 64, batch_size: int = 4) -> Dict
         for batch in _batches(cfg, dicts, num_images, batch_size):
             images = model.preprocess_image(batch)
             gt = [x["instances"].to(model.device) for x in batch]
-            features = model.backbone(images.tensor)
+            if has_weights:  # the features and their energies from one backbone pass
+                features, energy = pyramid_energy(model.backbone, images.tensor)
+                acc["energy"].append(energy)
+            else:
+                features = model.backbone(images.tensor)
             if two_stage:
                 _two_stage_batch(model, images, features, gt, acc)
             elif dense:
                 _dense_batch(model, features, gt, acc)
-            if has_weights:
-                acc["energy"].append(pyramid_energy(model.backbone, images.tensor))
             seen += len(batch)
     out = {
         "meta_architecture": type(model).__name__,
@@ -255,7 +256,7 @@ def _save(plt, fig, path):
 
 def _plot_class(stats, path):
     plt = _pyplot()
-    classes = sorted_by_images(stats)
+    classes = sorted(stats["classes"], key=lambda c: -c["images"])
     fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(classes)), 3.6))
     x = np.arange(len(classes))
     ax.bar(

@@ -5,14 +5,14 @@ Libra R-CNN's Fig. 2: most negatives are easy (IoU near 0), random sampling foll
 distribution, and IoU-balanced sampling picks more hard negatives (IoU closer to the threshold).
 """
 
-from typing import List, Sequence, Tuple
+from typing import Sequence
 
 import torch
 from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from detectron2.structures import Instances, pairwise_iou
 from detectron2.structures.boxes import matched_pairwise_iou
 
-__all__ = ["hard_fraction", "negative_ious", "sampled_and_pool_negative_ious"]
+__all__ = ["hard_fraction", "negative_ious", "pool_negative_ious"]
 
 #: a negative is "hard" from this IoU on (the paper's Fig. 2 splits its histogram there)
 HARD_IOU = 0.05
@@ -44,18 +44,6 @@ def pool_negative_ious(
         best = pairwise_iou(gt.gt_boxes, props.proposal_boxes).max(dim=0).values
         out.append(best[best < bg_threshold])
     return torch.cat(out) if out else torch.zeros(0)
-
-
-def sampled_and_pool_negative_ious(
-    roi_heads, proposals: List[Instances], targets: List[Instances]
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(negatives the configured heads sample, all negatives) for one batch."""
-    sampled = roi_heads.label_and_sample_proposals(proposals, targets)
-    bg_threshold = float(roi_heads.proposal_matcher.thresholds[1])
-    return (
-        negative_ious(sampled, roi_heads.num_classes),
-        pool_negative_ious(proposals, targets, bg_threshold),
-    )
 
 
 def hard_fraction(ious: torch.Tensor, threshold: float = HARD_IOU) -> float:

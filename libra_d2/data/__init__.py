@@ -6,10 +6,12 @@ from .build import build_resumable_train_loader, build_test_loader, resumable_tr
 from .dataset_check import DatasetError, check_training_data
 from .dataset_mapper import CheckedDatasetMapper, RecordError
 from .datasets import register_lt_shapes
+from .datasets.lt_shapes import VARIANTS
 from .resumable_sampler import ResumableSampler
 
-register_lt_shapes()
-register_lt_shapes(variant="lt_shapes_dense")
+for _variant in VARIANTS:
+    register_lt_shapes(variant=_variant)
+del _variant
 
 __all__ = [
     "CheckedDatasetMapper",

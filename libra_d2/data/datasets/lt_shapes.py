@@ -29,7 +29,7 @@ from .lt_shapes_categories import LT_SHAPES_CATEGORIES, lt_shapes_category_names
 from .lt_shapes_plan import PRESETS, plan_lt_shapes
 
 __all__ = [
-    "DATASET_NAMES",
+    "VARIANTS",
     "LTShapesNotFoundError",
     "default_root",
     "load_lt_shapes_json",
@@ -43,7 +43,6 @@ TRAIN_JSON = "lt_shapes_train.json"
 VAL_JSON = "lt_shapes_val.json"
 PARAMS_JSON = "params.json"
 SPLITS = ("train", "val")
-DATASET_NAMES = {"train": "lt_shapes_train", "val": "lt_shapes_val"}
 #: the registered variants: name prefix (also the folder under $DETECTRON2_DATASETS) -> the
 #: generator preset that makes it; each is registered as ``<prefix>_train`` / ``<prefix>_val``
 VARIANTS = {"lt_shapes": "default", "lt_shapes_dense": "dense"}
