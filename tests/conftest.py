@@ -18,6 +18,23 @@ TINY_INPUT = [
 ]
 
 
+def short_training(output_dir, max_iter=2, *extra):
+    """Overrides for a short training of a tiny config on the tiny preset into ``output_dir``:
+    ``max_iter`` iterations at batch 2, no test set, 64 px input; ``extra`` overrides first."""
+    return [
+        *extra,
+        "SOLVER.MAX_ITER",
+        str(max_iter),
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "DATASETS.TEST",
+        "()",
+        "OUTPUT_DIR",
+        str(output_dir),
+        *TINY_INPUT,
+    ]
+
+
 def pytest_report_header(config):
     """Which Detectron2 this run tests, and which of libra_d2's feature probes are live in it."""
     import detectron2

@@ -153,11 +153,12 @@ class _TwoLevels(Backbone):
 def test_pyramid_energy_before_and_after_balancing():
     torch.manual_seed(0)
     fpn, images = _TwoLevels(), torch.randn(2, 3, 8, 8)
-    out = pyramid_energy(fpn, images)  # a plain FPN: BFP's integration at P4, without refine
+    outputs, out = pyramid_energy(fpn, images)  # a plain FPN: BFP's integration at P4, no refine
     feats = [fpn(images)["p4"], fpn(images)["p5"]]
     assert out["levels"] == ["p4", "p5"] and not out["with_bfp"]
     assert out["before"] == pytest.approx(level_energy(feats))
     assert out["after"] == pytest.approx(level_energy(balance_features(feats, 0)))
+    assert all(torch.equal(outputs[k], fpn(images)[k]) for k in ("p4", "p5"))  # the pass's own
     assert level_energy([torch.full((1, 2, 2, 2), 3.0)]) == [9.0]
 
 
@@ -165,18 +166,19 @@ def test_pyramid_energy_of_a_balanced_feature_pyramid():
     torch.manual_seed(0)
     bfp = BalancedFeaturePyramid(_TwoLevels(), refine_level=0, refine_type="conv")
     images = torch.randn(2, 3, 8, 8)
-    out = pyramid_energy(bfp, images)
+    outputs, out = pyramid_energy(bfp, images)
     assert out["with_bfp"] and out["refine"] == "conv"
     with torch.no_grad():
         before = [bfp.fpn(images)[k] for k in ("p4", "p5")]
         after = [bfp(images)[k] for k in ("p4", "p5")]
     assert out["before"] == pytest.approx(level_energy(before))
     assert out["after"] == pytest.approx(level_energy(after))
+    assert all(torch.equal(outputs[k], a) for k, a in zip(("p4", "p5"), after))
     assert out["after"] != pytest.approx(level_energy(balance_features(before, 0)))  # refined
     # the refine's change of the integrated feature, measured by a hook on the refine module
     with torch.no_grad():
         integrated = (before[0] + F.interpolate(before[1], size=before[0].shape[-2:])) / 2
         expected = relative_change(integrated, bfp.refine(integrated))
     assert out["refine_change"] == pytest.approx(expected) and expected > 0
-    assert pyramid_energy(_TwoLevels(), images)["refine_change"] is None
+    assert pyramid_energy(_TwoLevels(), images)[1]["refine_change"] is None
     assert relative_change(torch.ones(3), torch.ones(3)) == 0.0

@@ -11,7 +11,7 @@ import types
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import TINY_INPUT
+from conftest import TINY_INPUT, short_training
 from detectron2.config import LazyCall as L
 from detectron2.config import get_cfg, instantiate
 from detectron2.modeling import build_model
@@ -229,19 +229,7 @@ def test_registry_yaml_and_lazy_construction():
 def _trainer(out, max_iter, resume=False):
     args = argparse.Namespace(
         config_file=os.path.join(REPO_ROOT, RGA_PRM),
-        opts=[
-            "SOLVER.MAX_ITER",
-            str(max_iter),
-            "SOLVER.CHECKPOINT_PERIOD",
-            "2",
-            "SOLVER.IMS_PER_BATCH",
-            "2",
-            "DATASETS.TEST",
-            "()",
-            "OUTPUT_DIR",
-            str(out),
-            *TINY_INPUT,
-        ],
+        opts=short_training(out, max_iter, "SOLVER.CHECKPOINT_PERIOD", "2"),
     )
     cfg = setup_cfg(args, do_default_setup=False)
     seed_all_rng(cfg.SEED)  # what default_setup does in train_net.py (data order, weights)

@@ -6,7 +6,7 @@ import argparse
 import os
 
 import pytest
-from conftest import TINY_INPUT
+from conftest import short_training
 
 submitit = pytest.importorskip("submitit")
 
@@ -81,15 +81,7 @@ def test_submit_through_the_local_executor(run_script, tmp_path):
         run_script,
         tmp_path,
         "--wait",
-        "SOLVER.MAX_ITER",
-        "2",
-        "SOLVER.IMS_PER_BATCH",
-        "2",
-        "DATASETS.TEST",
-        "()",
-        "OUTPUT_DIR",
-        str(out),
-        *TINY_INPUT,
+        *short_training(out),
     )
     assert "Submitted job" in proc.stdout and "finished" in proc.stdout
     assert (out / "model_final.pth").is_file()

@@ -5,7 +5,7 @@ import argparse
 import os
 
 import torch
-from conftest import TINY_INPUT
+from conftest import TINY_INPUT, short_training
 from detectron2.engine import HookBase
 
 from libra_d2.engine import TRAINER_HOOK_REGISTRY, LibraTrainer, setup_cfg
@@ -76,17 +76,7 @@ def test_subclass_train_loader_is_used(lt_shapes_tiny, tmp_path):
 
     args = argparse.Namespace(
         config_file=os.path.join(REPO_ROOT, "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"),
-        opts=[
-            "SOLVER.MAX_ITER",
-            "2",
-            "SOLVER.IMS_PER_BATCH",
-            "2",
-            "DATASETS.TEST",
-            "()",
-            "OUTPUT_DIR",
-            str(tmp_path),
-            *TINY_INPUT,
-        ],
+        opts=short_training(tmp_path),
     )
     trainer = CountingTrainer(setup_cfg(args, do_default_setup=False))
     trainer.train()

@@ -418,12 +418,24 @@ def d2_catalogs():
     pytest.importorskip("detectron2")
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
+    # The LT-Shapes registrations before the test (other tests' datasets roots), put back after.
+    names = [f"{v}_{split}" for v in lts.VARIANTS for split in lts.SPLITS]
+    before = {
+        n: (DatasetCatalog[n], MetadataCatalog.get(n).as_dict())
+        for n in names
+        if n in DatasetCatalog.list()
+    }
     yield DatasetCatalog, MetadataCatalog
-    for name in ("lt_shapes_train", "lt_shapes_val"):
+    for name in names:
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)
         if name in MetadataCatalog.list():
             MetadataCatalog.remove(name)
+        if name in before:
+            loader, meta = before[name]
+            DatasetCatalog.register(name, loader)
+            meta.pop("name", None)
+            MetadataCatalog.get(name).set(**meta)
 
 
 def test_register_and_load(tiny, d2_catalogs):
