@@ -2,13 +2,19 @@
 """Run a table of trainings (one per row) and print their evaluation as a markdown table.
 
     python dev/run_experiments.py projects/LibraRCNN/experiments.py \\
-        [--only ROW ...] [--jobs N] [--dry-run]
+        [--only ROW ...] [--seeds K ...] [--jobs N] [--dry-run]
 
-The experiment file defines ``ROWS = [(name, config_file, [overrides...]), ...]``, ``OUTPUT_ROOT``
+The experiment file defines ``SETTINGS = [(name, config_file, [overrides...]), ...]``, each run over
+the seeds ``SEEDS`` (default 1, 2, 3; ``--seeds`` runs some of them only) as the rows
+``"<name>, seed <k>"`` with ``SEED <k>``, seed by seed (every setting's first seed, then the
+second ...), so that an interrupted table already has paired seeds; ``{seed}`` in an override or a
+row option is replaced by the seed. Or it defines the rows themselves,
+``ROWS = [(name, config_file, [overrides...]), ...]``. It also defines ``OUTPUT_ROOT``
 and optionally ``COLUMNS`` (default AP, AP50, AP75, APr, APc, APf) and ``TASK`` ("bbox"). A row may
 carry a fourth element ``{"weights": path}``: it then only evaluates that checkpoint
 (``--eval-only``), e.g. an inference option of a model trained by another row; or
-``{"after": row_name}``: it trains only once that row has finished (e.g. a fine-tune of its
+``{"after": row_name}`` (in ``SETTINGS``: a setting's name, its row of the same seed): it trains
+only once that row has finished (e.g. a fine-tune of its
 checkpoint), whatever ``--jobs``.
 Each row trains with ``projects/train_net.py --resume`` into ``OUTPUT_ROOT/<slug of name>``: a
 finished row is not retrained (it is only re-evaluated from its final checkpoint), an interrupted
@@ -84,6 +90,31 @@ def training_waves(todo, after):
         waves.append(wave)
         pending = [row for row in pending if row not in wave]
     return waves
+
+
+#: the seeds of a spec's SETTINGS when it does not set SEEDS
+DEFAULT_SEEDS = (1, 2, 3)
+
+
+def seeded_rows(settings, seeds=DEFAULT_SEEDS):
+    """The rows of ``settings`` over ``seeds``, seed by seed: ``"<name>, seed <k>"`` with the
+    setting's overrides, ``{seed}`` replaced, then ``SEED <k>``; an ``after`` option names the
+    setting's row of the same seed."""
+    rows = []
+    for seed in seeds:
+        for name, config, overrides, *options in settings:
+            row = [
+                "{}, seed {}".format(name, seed),
+                config,
+                [o.replace("{seed}", str(seed)) for o in overrides] + ["SEED", str(seed)],
+            ]
+            if options:
+                option = {k: v.replace("{seed}", str(seed)) for k, v in options[0].items()}
+                if "after" in option:
+                    option["after"] = "{}, seed {}".format(option["after"], seed)
+                row.append(option)
+            rows.append(tuple(row))
+    return rows
 
 
 #: two-sided 95% critical values of Student's t for 1..10 degrees of freedom (then the normal's)
@@ -181,13 +212,15 @@ def save_timing(out_root, config, seconds):
 
 #: the plan's estimate for a row whose config has no measured wall time (a spec may set its own)
 DEFAULT_MINUTES_PER_ROW = 15.0
+#: the plan's estimate for an evaluation-only row (the tiny val set on CPU)
+EVAL_MINUTES = 1.0
 
 
 def format_plan(rows, done, timings, jobs, default_minutes=DEFAULT_MINUTES_PER_ROW):
     """The plan printed before a run: per setting (a row without seeds is its own setting) its
     seeds, rows done and the estimated minutes of the rest at ``jobs`` rows at a time."""
     settings = {}
-    for name, config, *_ in rows:
+    for name, config, _, *options in rows:
         m = SEEDED.match(name)
         setting, seed = (m.group("setting"), int(m.group("seed"))) if m else (name, None)
         entry = settings.setdefault(setting, {"seeds": [], "done": 0, "todo": 0, "minutes": 0.0})
@@ -198,7 +231,10 @@ def format_plan(rows, done, timings, jobs, default_minutes=DEFAULT_MINUTES_PER_R
         else:
             entry["todo"] += 1
             past = timings.get(config)
-            entry["minutes"] += statistics.mean(past) / 60.0 if past else default_minutes
+            if options and options[0].get("weights"):  # evaluation only
+                entry["minutes"] += EVAL_MINUTES
+            else:
+                entry["minutes"] += statistics.mean(past) / 60.0 if past else default_minutes
     lines = ["| setting | seeds | done | to run | minutes to run |", "|---|---|---|---|---|"]
     for setting, e in settings.items():
         lines.append(
@@ -229,11 +265,30 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("spec")
     parser.add_argument("--only", nargs="*", default=None, help="row names to run")
+    parser.add_argument(
+        "--seeds", type=int, nargs="*", default=None, help="of a spec's SETTINGS: these seeds only"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="rows trained at a time")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = parser.parse_args()
     spec = runpy.run_path(args.spec)
-    rows, out_root = spec["ROWS"], spec["OUTPUT_ROOT"]
+    if "SETTINGS" in spec:
+        seeds = spec.get("SEEDS", DEFAULT_SEEDS)
+        rows = seeded_rows(spec["SETTINGS"], seeds)
+        if args.seeds is not None:
+            unknown = sorted(set(args.seeds) - set(seeds))
+            if unknown:
+                raise SystemExit("--seeds {}: not among the spec's seeds {}".format(unknown, seeds))
+            # the table keeps every seed's finished rows; only these seeds are run
+            run_only = set(r[0] for r in seeded_rows(spec["SETTINGS"], args.seeds))
+            args.only = (
+                sorted(run_only) if args.only is None else [n for n in args.only if n in run_only]
+            )
+    elif args.seeds is not None:
+        raise SystemExit("--seeds needs a spec with SETTINGS (this one lists ROWS)")
+    else:
+        rows = spec["ROWS"]
+    out_root = spec["OUTPUT_ROOT"]
     columns, task = spec.get("COLUMNS", DEFAULT_COLUMNS), spec.get("TASK", "bbox")
 
     results, commands, todo, after, configs = {}, {}, [], {}, {}

@@ -49,6 +49,37 @@ def pytest_report_header(config):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def tiny_pretrained_weights(tmp_path_factory):
+    """The tiny configs fine-tune ``libra_d2://pretrained/R-18-LTShapes-crops.pth`` (40 minutes to
+    build with ``make pretrained``). Tests load instead a 4-iteration pre-training made by the same
+    code into a session folder, through the same path: ``$LIBRA_D2_PRETRAINED`` points there, for
+    this process and the scripts it starts; a machine's real checkpoint is never read."""
+    from detectron2.config import get_cfg
+
+    from libra_d2.checkpoint import TINY_BACKBONE_WEIGHTS, resolve_weights
+    from libra_d2.config import add_libra_config
+    from libra_d2.engine.backbone_pretraining import pretrain_backbone
+
+    root = tmp_path_factory.mktemp("pretrained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIBRA_D2_PRETRAINED", str(root))
+        cfg = get_cfg()
+        add_libra_config(cfg)
+        cfg.merge_from_file(os.path.join(REPO_ROOT, "configs/LT-Shapes/Base-Tiny.yaml"))
+        pretrain_backbone(
+            cfg,
+            resolve_weights(TINY_BACKBONE_WEIGHTS),
+            num_train=32,
+            num_val=8,
+            crop_size=32,
+            iters=4,
+            batch_size=8,
+            log_period=2,
+        )
+        yield resolve_weights(TINY_BACKBONE_WEIGHTS)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
     """Unit tests use tiny tensors: intra-op threads only add overhead, and thrash when other jobs
     share the cores. (Scripts started by ``run_script`` choose their own.)"""

@@ -15,6 +15,7 @@ from iopath.common.file_io import PathHandler
 __all__ = [
     "PRETRAINED_PREFIX",
     "TINY_BACKBONE_WEIGHTS",
+    "TINY_FROM_SCRATCH",
     "LibraD2WeightsHandler",
     "pretrained_root",
     "resolve_weights",
@@ -23,6 +24,19 @@ __all__ = [
 PRETRAINED_PREFIX = "libra_d2://pretrained/"
 #: the tiny family's ResNet-18, pre-trained on LT-Shapes-style object crops
 TINY_BACKBONE_WEIGHTS = PRETRAINED_PREFIX + "R-18-LTShapes-crops.pth"
+#: overrides that train a tiny LT-Shapes config from scratch instead of fine-tuning
+#: TINY_BACKBONE_WEIGHTS: BatchNorm that trains (FrozenBN diverges from scratch), nothing frozen,
+#: and the per-parameter gradient clip at 1.0 that training from scratch at lr 0.02 needs
+TINY_FROM_SCRATCH = [
+    "MODEL.WEIGHTS",
+    "",
+    "MODEL.RESNETS.NORM",
+    "BN",
+    "MODEL.BACKBONE.FREEZE_AT",
+    "0",
+    "SOLVER.CLIP_GRADIENTS.ENABLED",
+    "True",
+]
 BUILD_COMMAND = "make pretrained   (or: python -m libra_d2.engine.backbone_pretraining)"
 
 

@@ -1,8 +1,8 @@
 """EFL FCOS* on LT-Shapes, tiny CPU setting, as a lazy config (twin of
 configs/LT-Shapes/efl_fcos_R_18_FPN_tiny.yaml): Detectron2's lazy FCOS (center sampling, GIoU,
-centerness, GN heads) as ``EFLFCOS`` on a ResNet-18 trained from scratch with BatchNorm, P6 / P7
+centerness, GN heads) as ``EFLFCOS`` on the pre-trained ResNet-18 with FrozenBN, P6 / P7
 from P5, Equalized Focal Loss (gamma_b 2, s 8, alpha 0.25, the "num_pos" normaliser), LR 0.02 and
-repeat-factor sampling at 0.125, with the tiny schedule and its per-parameter clip: all of them
+repeat-factor sampling at 0.125, with the tiny weights and schedule: all of them
 taken from the tiny EFL RetinaNet (efl_retinanet_R_18_FPN_tiny.py), so the two detectors share
 them. The EFL statistics are logged per LT-Shapes frequency group. ``model.efl.scale=0`` is focal
 loss (the twin of fcos_R_18_FPN_tiny.yaml). Run with projects/lazy_train_net.py."""
@@ -19,7 +19,7 @@ from .efl_retinanet_R_18_FPN_tiny import model as retinanet
 model = model_zoo.get_config("common/models/fcos.py").model
 model._target_ = EFLFCOS
 
-# the tiny EFL RetinaNet's ResNet-18 (from scratch, BatchNorm, res3-res5), FPN 64 channels; P6/P7
+# the tiny EFL RetinaNet's ResNet-18 (pre-trained, FrozenBN, res3-res5), FPN 64 channels; P6/P7
 # from P5 (as FCOS), so top_block takes the FPN's channels
 model.backbone.bottom_up = retinanet.backbone.bottom_up
 model.backbone.out_channels = retinanet.backbone.out_channels

@@ -1,7 +1,11 @@
 """Plain Faster R-CNN on LT-Shapes, tiny CPU setting, as a lazy config (the twin of
-configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml). Run with projects/lazy_train_net.py. Gradient
-clipping: ``train.clip_gradients`` (``SOLVER.CLIP_GRADIENTS``' options in lower case, applied by the
-launcher with Detectron2's own clipper)."""
+configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml). Run with projects/lazy_train_net.py. As the YAML,
+it fine-tunes the locally pre-trained ResNet-18 (``train.init_checkpoint``, ``make pretrained``)
+with FrozenBN, the stem and res2 frozen, and no gradient clip. Gradient clipping:
+``train.clip_gradients`` (``SOLVER.CLIP_GRADIENTS``' options in lower case, applied by the launcher
+with Detectron2's own clipper). From scratch, as ``libra_d2.checkpoint.TINY_FROM_SCRATCH`` does for
+the YAML: ``train.init_checkpoint=""``, ``norm="BN"`` in the stem and stages, ``freeze_at=0`` and
+``train.clip_gradients.enabled=True``."""
 
 import detectron2.data.transforms as T
 from detectron2 import model_zoo
@@ -13,6 +17,7 @@ from detectron2.modeling.backbone import BasicStem, ResNet
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 
+from libra_d2.checkpoint import TINY_BACKBONE_WEIGHTS
 from libra_d2.data import CheckedDatasetMapper as DatasetMapper
 from libra_d2.data import resumable_train_loader
 
@@ -20,12 +25,12 @@ model = model_zoo.get_config("common/models/mask_rcnn_fpn.py").model
 train = model_zoo.get_config("common/train.py").train
 optimizer = model_zoo.get_config("common/optim.py").SGD
 
-# ResNet-18 trained from scratch with BatchNorm, FPN 64 channels, no mask head.
+# the pre-trained ResNet-18 with FrozenBN, stem and res2 frozen; FPN 64 channels, no mask head
 model.backbone.bottom_up = L(ResNet)(
-    stem=L(BasicStem)(in_channels=3, out_channels=64, norm="BN"),
-    stages=L(ResNet.make_default_stages)(depth=18, norm="BN"),
+    stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
+    stages=L(ResNet.make_default_stages)(depth=18, norm="FrozenBN"),
     out_features=["res2", "res3", "res4", "res5"],
-    freeze_at=0,
+    freeze_at=2,
 )
 model.backbone.out_channels = 64
 model.proposal_generator.head.in_channels = 64
@@ -76,8 +81,9 @@ optimizer.lr = 0.02
 optimizer.weight_decay = 1e-4
 train.max_iter = 600
 train.device = "cpu"
-# per-parameter gradient-norm clipping, as every tiny YAML config (see Base-Tiny.yaml)
-train.clip_gradients = dict(enabled=True, clip_type="norm", clip_value=1.0, norm_type=2.0)
+train.init_checkpoint = TINY_BACKBONE_WEIGHTS
+# the per-parameter clip of the from-scratch option, off as in Base-Tiny.yaml
+train.clip_gradients = dict(enabled=False, clip_type="norm", clip_value=1.0, norm_type=2.0)
 train.eval_period = 0
 train.checkpointer = dict(period=200, max_to_keep=100)
 train.output_dir = "output/lt_shapes/lazy_faster_rcnn_R_18_FPN_tiny"

@@ -1,8 +1,8 @@
 """Plain RetinaNet on LT-Shapes, tiny CPU setting, as a lazy config (twin of
-configs/LT-Shapes/retinanet_R_18_FPN_tiny.yaml): Detectron2's lazy RetinaNet (P3-P7) on a
-ResNet-18 trained from scratch with BatchNorm, a 64-channel FPN with P6 / P7 from res5, the tiny
-family's anchors (halved) and the data, schedule and clip of faster_rcnn_R_18_FPN_tiny.py at LR
-0.01. The tiny EFL and Libra RetinaNet lazy configs are built on it."""
+configs/LT-Shapes/retinanet_R_18_FPN_tiny.yaml): Detectron2's lazy RetinaNet (P3-P7) on the
+pre-trained ResNet-18 with FrozenBN (stem and res2 frozen), a 64-channel FPN with P6 / P7 from
+res5, the tiny family's anchors (halved) and the weights, data and schedule of
+faster_rcnn_R_18_FPN_tiny.py at LR 0.01. The tiny EFL and Libra RetinaNet lazy configs are built on it."""
 
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
@@ -14,12 +14,12 @@ from .faster_rcnn_R_18_FPN_tiny import dataloader, lr_multiplier, optimizer, tra
 NUM_CLASSES = 32
 model = model_zoo.get_config("common/models/retinanet.py").model
 
-# ResNet-18 from scratch with BatchNorm (res3-res5), FPN 64 channels, P6/P7 from res5 (512 channels)
+# the pre-trained ResNet-18 (res3-res5) with FrozenBN, FPN 64 channels, P6/P7 from res5 (512)
 model.backbone.bottom_up = L(ResNet)(
-    stem=L(BasicStem)(in_channels=3, out_channels=64, norm="BN"),
-    stages=L(ResNet.make_default_stages)(depth=18, norm="BN"),
+    stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
+    stages=L(ResNet.make_default_stages)(depth=18, norm="FrozenBN"),
     out_features=["res3", "res4", "res5"],
-    freeze_at=0,
+    freeze_at=2,
 )
 model.backbone.out_channels = 64
 model.backbone.top_block.in_channels = 512
