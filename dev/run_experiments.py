@@ -13,6 +13,8 @@ row option is replaced by the seed. Or it defines the rows themselves,
 and optionally ``COLUMNS`` (default AP, AP50, AP75, APr, APc, APf) and ``TASK`` ("bbox"). A row may
 carry a fourth element ``{"weights": path}``: it then only evaluates that checkpoint
 (``--eval-only``), e.g. an inference option of a model trained by another row; or
+``{"reuse": path}``: the checkpoint another table trained with the same config, overrides and
+seed, evaluated from it where it exists (else the row trains); or
 ``{"after": row_name}`` (in ``SETTINGS``: a setting's name, its row of the same seed): it trains
 only once that row has finished (e.g. a fine-tune of its
 checkpoint), whatever ``--jobs``.
@@ -216,6 +218,14 @@ DEFAULT_MINUTES_PER_ROW = 15.0
 EVAL_MINUTES = 1.0
 
 
+def _evaluates(option):
+    """Whether a row with this option only evaluates a checkpoint (already trained)."""
+    reuse = option.get("reuse")
+    return bool(option.get("weights")) or bool(
+        reuse and os.path.isfile(os.path.join(REPO_ROOT, reuse))
+    )
+
+
 def format_plan(rows, done, timings, jobs, default_minutes=DEFAULT_MINUTES_PER_ROW):
     """The plan printed before a run: per setting (a row without seeds is its own setting) its
     seeds, rows done and the estimated minutes of the rest at ``jobs`` rows at a time."""
@@ -231,7 +241,7 @@ def format_plan(rows, done, timings, jobs, default_minutes=DEFAULT_MINUTES_PER_R
         else:
             entry["todo"] += 1
             past = timings.get(config)
-            if options and options[0].get("weights"):  # evaluation only
+            if options and _evaluates(options[0]):
                 entry["minutes"] += EVAL_MINUTES
             else:
                 entry["minutes"] += statistics.mean(past) / 60.0 if past else default_minutes
@@ -296,8 +306,11 @@ def main():
     for name, config, overrides, *options in rows:
         configs[name] = config
         out = os.path.join(out_root, slug(name))
-        weights = (options[0] if options else {}).get("weights")
-        after[name] = (options[0] if options else {}).get("after")
+        option = options[0] if options else {}
+        weights = option.get("weights")
+        if option.get("reuse") and os.path.isfile(os.path.join(REPO_ROOT, option["reuse"])):
+            weights = option["reuse"]
+        after[name] = option.get("after")
         cmd = row_command(config, overrides, out, weights)
         commands[name] = "python " + " ".join(shlex.quote(c) for c in cmd)
         # done: a training row has its final checkpoint; an evaluation row its results

@@ -8,10 +8,8 @@ difference from the baseline.
 
 The baseline's seeds are the tiny-recipe table's pre-trained rows (dev/experiments_tiny_recipe.py,
 the same config and seeds): where that table has trained them, they are evaluated, not trained
-again.
+again (``reuse``).
 """
-
-import os
 
 BASE = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"
 LIBRA = "configs/LT-Shapes/libra_faster_rcnn_R_18_FPN_tiny.yaml"
@@ -20,13 +18,10 @@ OUTPUT_ROOT = "output/libra_rcnn_seeds"
 SEEDS = (1, 2, 3)
 MINUTES_PER_ROW = 13.0  # the tiny Faster R-CNN at 2 jobs on 2 cores
 REFERENCE = "baseline"
+#: the tiny Faster R-CNN baseline of dev/experiments_tiny_recipe.py, per seed
 TINY_RECIPE_BASELINE = "output/tiny_recipe/pretrained_frozenbn_no_clip_seed_{seed}/model_final.pth"
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_BASELINE_TRAINED = all(
-    os.path.isfile(os.path.join(_REPO, TINY_RECIPE_BASELINE.format(seed=k))) for k in SEEDS
-)
 SETTINGS = [
-    ("baseline", BASE, []) + (({"weights": TINY_RECIPE_BASELINE},) if _BASELINE_TRAINED else ()),
+    ("baseline", BASE, [], {"reuse": TINY_RECIPE_BASELINE}),
     (
         "+IoU-balanced sampling",
         BASE,

@@ -10,6 +10,8 @@ iterations (measured, seed 1: 1.0 reference, 0.9 continuous), too close to the f
 two losses.
 Run: python dev/run_experiments.py projects/LibraRCNN/experiments_balanced_l1_form.py --jobs 2"""
 
+from libra_d2.checkpoint import TINY_FROM_SCRATCH
+
 LIBRA_RETINANET = "configs/LT-Shapes/libra_efl_retinanet_R_18_FPN_tiny.yaml"
 FOCAL_LOSS = ["MODEL.EFL.SCALE", "0.0"]
 OUTPUT_ROOT = "output/balanced_l1_form"
@@ -22,4 +24,8 @@ ROWS = [
     )
     for seed in SEEDS
     for form in ("reference", "continuous")
+]
+# measured with the tiny configs' recipe before issue #15: from scratch (BatchNorm, clip 1.0)
+ROWS = [
+    (name, config, TINY_FROM_SCRATCH + overrides, *rest) for name, config, overrides, *rest in ROWS
 ]

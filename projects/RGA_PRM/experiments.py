@@ -1,43 +1,38 @@
-"""The LT-Shapes table of projects/RGA_PRM/README.md: the tiny Faster R-CNN baseline, R-CNN
-Gradient Annealing (constant lambda = 7 and annealed 7 -> 1), Parallel R-CNN Modules (each module
-evaluated alone and the ensemble), and RGA + PRM.
-Run: python dev/run_experiments.py projects/RGA_PRM/experiments.py
+"""The LT-Shapes table of projects/RGA_PRM/README.md over three seeds, on the tiny family's recipe
+(the pre-trained ResNet-18 with FrozenBN and no gradient clip, so nothing caps RGA's scaling;
+``make pretrained`` first): the tiny Faster R-CNN baseline, R-CNN Gradient Annealing (constant
+lambda = 7 and annealed 7 -> 1), Parallel R-CNN Modules (the ensemble, and each module of the same
+model evaluated alone with MODEL.PRM.TEST_HEAD, an inference option), and RGA + PRM. Each setting's
+mean and spread, and its paired difference from the baseline.
 
-The PRM rows first trained with independent per-module sampling (MODEL.PRM.NESTED_SAMPLING
-False, the only mode then); the "nested sampling" rows train the default, cheaper mode (see
-parallel_roi_heads.py). The single-module PRM rows evaluate the ensemble row's checkpoint with
-MODEL.PRM.TEST_HEAD set (an inference option), so PRM is trained once.
+    python dev/run_experiments.py projects/RGA_PRM/experiments.py --jobs 2
+
+The baseline's seeds are those of the Libra R-CNN table (the tiny-recipe table's checkpoints),
+evaluated where they exist (``reuse``). Cascade R-CNN: experiments_cascade.py.
 """
 
-BASE = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"
+import os
+import runpy
+
+_LIBRA = runpy.run_path(
+    os.path.join(os.path.dirname(__file__), "..", "LibraRCNN", "experiments.py")
+)
+BASE = _LIBRA["BASE"]
 RGA = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny_rga.yaml"
 PRM = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny_prm.yaml"
 RGA_PRM = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny_rga_prm.yaml"
-OUTPUT_ROOT = "output/rga_prm"
-COLUMNS = ("AP", "AP50", "AP75")
-ENSEMBLE = OUTPUT_ROOT + "/prm_ensemble/model_final.pth"
-INDEPENDENT = ["MODEL.PRM.NESTED_SAMPLING", "False"]
-ROWS = [
-    # the tiny baseline is deterministic: evaluate the Libra R-CNN table's baseline checkpoint
-    ("baseline", BASE, [], {"weights": "output/libra_rcnn/baseline/model_final.pth"}),
+OUTPUT_ROOT = "output/rga_prm_seeds"
+SEEDS = (1, 2, 3)
+MINUTES_PER_ROW = 13.0
+REFERENCE = "baseline"
+COLUMNS = ("AP", "AP50", "AP75", "APr", "APc", "APf")
+ENSEMBLE = OUTPUT_ROOT + "/prm_ensemble_seed_{seed}/model_final.pth"
+SETTINGS = [
+    ("baseline", BASE, [], {"reuse": _LIBRA["TINY_RECIPE_BASELINE"]}),
     ("constant lambda 7", RGA, ["MODEL.RGA.CONSTANT", "True"]),
     ("RGA (lambda 7 to 1)", RGA, []),
-    ("PRM ensemble", PRM, INDEPENDENT),
-    # each module of the same PRM model evaluated alone (an inference option)
-    (
-        "PRM module 0.5 alone",
-        PRM,
-        ["MODEL.PRM.TEST_HEAD", "0", *INDEPENDENT],
-        {"weights": ENSEMBLE},
-    ),
-    (
-        "PRM module 0.1 alone",
-        PRM,
-        ["MODEL.PRM.TEST_HEAD", "1", *INDEPENDENT],
-        {"weights": ENSEMBLE},
-    ),
-    ("RGA + PRM", RGA_PRM, INDEPENDENT),
-    # the default sampling mode: the modules' samples nested (cheaper; correlated samples)
-    ("PRM ensemble, nested sampling", PRM, []),
-    ("RGA + PRM, nested sampling", RGA_PRM, []),
+    ("PRM ensemble", PRM, []),
+    ("PRM module 0.5 alone", PRM, ["MODEL.PRM.TEST_HEAD", "0"], {"weights": ENSEMBLE}),
+    ("PRM module 0.1 alone", PRM, ["MODEL.PRM.TEST_HEAD", "1"], {"weights": ENSEMBLE}),
+    ("RGA + PRM", RGA_PRM, []),
 ]

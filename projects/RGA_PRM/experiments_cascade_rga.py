@@ -9,6 +9,8 @@ Run: python dev/run_experiments.py projects/RGA_PRM/experiments_cascade_rga.py -
 import os
 import runpy
 
+from libra_d2.checkpoint import TINY_FROM_SCRATCH
+
 _RGA_SEEDS = runpy.run_path(os.path.join(os.path.dirname(__file__), "experiments_rga_seeds.py"))
 BASE = "configs/LT-Shapes/cascade_rcnn_R_18_FPN_tiny.yaml"
 RGA = "configs/LT-Shapes/cascade_rcnn_R_18_FPN_tiny_rga.yaml"
@@ -23,4 +25,8 @@ ROWS = [
         ("cascade RGA", RGA),
         ("cascade RGA + PRM", RGA_PRM),
     )
+]
+# measured with the tiny configs' recipe before issue #15: from scratch (BatchNorm, clip 1.0)
+ROWS = [
+    (name, config, TINY_FROM_SCRATCH + overrides, *rest) for name, config, overrides, *rest in ROWS
 ]

@@ -10,6 +10,8 @@ Each run logs clip/total_norm and clip/clipped_fraction, so how hard the clip ac
 metrics.json. Run: python dev/run_experiments.py projects/RGA_PRM/experiments_rga_seeds.py --jobs 2
 """
 
+from libra_d2.checkpoint import TINY_FROM_SCRATCH
+
 BASE = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"
 RGA = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny_rga.yaml"
 OUTPUT_ROOT = "output/rga_seeds"
@@ -25,4 +27,8 @@ ROWS = [
     ("{}, seed {}".format(name, seed), config, FULL_MODEL_CLIP + ["SEED", str(seed)])
     for seed in SEEDS
     for name, config in (("baseline", BASE), ("RGA", RGA))
+]
+# measured with the tiny configs' recipe before issue #15: from scratch (BatchNorm, clip 1.0)
+ROWS = [
+    (name, config, TINY_FROM_SCRATCH + overrides, *rest) for name, config, overrides, *rest in ROWS
 ]

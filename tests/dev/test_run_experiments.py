@@ -36,22 +36,67 @@ def test_slug():
     assert slug("EBL + MFS (LOCE)") == "ebl_mfs_loce"
 
 
-def test_dry_run_prints_stage_1_before_its_fine_tunes():
+def _dry_run(spec, *args):
     proc = subprocess.run(
-        [
-            sys.executable,
-            "dev/run_experiments.py",
-            "projects/LOCE/experiments.py",
-            "--jobs",
-            "2",
-            "--dry-run",
-        ],
+        [sys.executable, "dev/run_experiments.py", spec, "--jobs", "2", "--dry-run", *args],
         capture_output=True,
         text=True,
-        check=True,
     )
-    commands = [line for line in proc.stdout.splitlines() if line.startswith("$ ")]
+    return proc, [line for line in proc.stdout.splitlines() if line.startswith("$ ")]
+
+
+def test_dry_run_prints_stage_1_before_its_fine_tunes():
+    proc, commands = _dry_run("projects/LOCE/experiments_from_scratch.py")
+    assert proc.returncode == 0, proc.stderr
     assert len(commands) == 5 and "stage_1_baseline" in commands[0].split("OUTPUT_DIR")[-1]
+
+
+def test_seeded_spec_runs_each_seeds_stage_1_before_its_fine_tunes():
+    proc, commands = _dry_run("projects/LOCE/experiments.py")
+    assert proc.returncode == 0, proc.stderr
+    outputs = [c.split("OUTPUT_DIR ")[-1] for c in commands]
+    assert len(outputs) == 15 and all("stage_1_baseline_seed_" in o for o in outputs[:3])
+    # each fine-tune starts from its own seed's stage-1 model, with that seed
+    ebl_2 = commands[outputs.index("output/loce_seeds/ebl_seed_2")]
+    assert "stage_1_baseline_seed_2/model_final.pth" in ebl_2 and ebl_2.endswith(
+        "SEED 2 OUTPUT_DIR output/loce_seeds/ebl_seed_2"
+    )
+    proc, commands = _dry_run("projects/LOCE/experiments.py", "--seeds", "3")
+    assert len(commands) == 5 and all(c.endswith("_seed_3") for c in commands)
+    proc, _ = _dry_run("projects/LOCE/experiments.py", "--seeds", "7")
+    assert proc.returncode != 0 and "not among the spec's seeds" in proc.stderr
+    proc, _ = _dry_run("projects/LOCE/experiments_from_scratch.py", "--seeds", "1")
+    assert proc.returncode != 0 and "needs a spec with SETTINGS" in proc.stderr
+
+
+def test_seeded_rows_go_seed_by_seed_and_fill_in_the_seed():
+    settings = [
+        ("a", "a.yaml", ["W", "out/{seed}.pth"]),
+        ("b", "b.yaml", [], {"after": "a", "weights": "w{seed}"}),
+    ]
+    rows = RUN_EXPERIMENTS["seeded_rows"](settings, (1, 2))
+    assert [r[0] for r in rows] == ["a, seed 1", "b, seed 1", "a, seed 2", "b, seed 2"]
+    assert rows[2][2] == ["W", "out/2.pth", "SEED", "2"]
+    assert rows[3][3] == {"after": "a, seed 2", "weights": "w2"}
+    assert settings[1][3] == {"after": "a", "weights": "w{seed}"}  # the spec is left alone
+
+
+def test_reuse_evaluates_a_trained_checkpoint_else_trains(tmp_path):
+    spec = tmp_path / "spec.py"
+    ckpt = tmp_path / "other_table" / "seed_1" / "model_final.pth"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    spec.write_text(
+        "SETTINGS = [('base', 'a.yaml', [], {'reuse': %r})]\n"
+        "SEEDS = (1, 2)\nOUTPUT_ROOT = %r\n"
+        % (str(tmp_path / "other_table" / "seed_{seed}" / "model_final.pth"), str(tmp_path / "o"))
+    )
+    proc, commands = _dry_run(str(spec))
+    assert proc.returncode == 0, proc.stderr
+    assert "| base | 1,2 | 0 | 2 | 16 |" in proc.stdout  # 1 min to evaluate, 15 to train
+    seed_1, seed_2 = sorted(commands, key=lambda c: c.endswith("seed_2"))
+    assert "--eval-only" in seed_1 and "MODEL.WEIGHTS " + str(ckpt) in seed_1
+    assert "--resume" in seed_2 and "--eval-only" not in seed_2
 
 
 def test_seed_summary_groups_settings_and_pairs_seeds():

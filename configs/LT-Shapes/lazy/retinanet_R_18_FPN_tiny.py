@@ -2,7 +2,8 @@
 configs/LT-Shapes/retinanet_R_18_FPN_tiny.yaml): Detectron2's lazy RetinaNet (P3-P7) on the
 pre-trained ResNet-18 with FrozenBN (stem and res2 frozen), a 64-channel FPN with P6 / P7 from
 res5, the tiny family's anchors (halved) and the weights, data and schedule of
-faster_rcnn_R_18_FPN_tiny.py at LR 0.01. The tiny EFL and Libra RetinaNet lazy configs are built on it."""
+faster_rcnn_R_18_FPN_tiny.py at LR 0.01. The tiny EFL and Libra RetinaNet lazy configs are built
+on it."""
 
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
