@@ -4,7 +4,9 @@ write ``report.md`` with PNG figures and ``report.json`` (``projects/diagnose.py
 The model is the config's (``build_model``), with ``MODEL.WEIGHTS`` loaded when given. It runs in
 training mode, as the statistics arise in training, but with every BatchNorm in eval mode and
 without gradients, so nothing of the model changes. Feature energies are measured only with a
-checkpoint: the energies of an untrained pyramid say nothing about the trained one.
+trained detector's checkpoint: the energies of an untrained pyramid say nothing about the trained
+one. A checkpoint counts as a trained detector's when loading it sets parameters outside the
+backbone; the tiny configs' own ``MODEL.WEIGHTS``, a pre-trained ResNet, only initialise training.
 """
 
 import json
@@ -66,6 +68,15 @@ def _freeze_batchnorm_statistics(model):
     for m in model.modules():
         if isinstance(m, BATCH_NORMS):
             m.eval()
+
+
+def load_weights(model, weights: str) -> bool:
+    """Load ``weights`` into ``model``; whether they are a trained detector's, i.e. whether they
+    set any parameter or buffer outside the backbone (a backbone's pre-trained weights set none)."""
+    heads = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    DetectionCheckpointer(model).load(weights)
+    after = model.state_dict()
+    return any(not torch.equal(v, after[k]) for k, v in heads.items())
 
 
 def _two_stage_batch(model, images, features, gt, acc):
@@ -135,9 +146,7 @@ def measure_model(cfg, dicts, num_images: int = 64, batch_size: int = 4) -> Dict
     ``num_images`` training images spread evenly over ``dicts``."""
     seed_all_rng(cfg.SEED if cfg.SEED >= 0 else 0)  # the mapper's flips too: one report per config
     model = build_model(cfg)
-    has_weights = bool(cfg.MODEL.WEIGHTS)
-    if has_weights:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    trained = bool(cfg.MODEL.WEIGHTS) and load_weights(model, cfg.MODEL.WEIGHTS)
     model.train()
     _freeze_batchnorm_statistics(model)
     acc = {"sampled_negatives": [], "all_negatives": [], "energy": []}
@@ -148,7 +157,7 @@ def measure_model(cfg, dicts, num_images: int = 64, batch_size: int = 4) -> Dict
         for batch in _batches(cfg, dicts, num_images, batch_size):
             images = model.preprocess_image(batch)
             gt = [x["instances"].to(model.device) for x in batch]
-            if has_weights:  # the features and their energies from one backbone pass
+            if trained:  # the features and their energies from one backbone pass
                 features, energy = pyramid_energy(model.backbone, images.tensor)
                 acc["energy"].append(energy)
             else:
@@ -161,6 +170,7 @@ def measure_model(cfg, dicts, num_images: int = 64, batch_size: int = 4) -> Dict
     out = {
         "meta_architecture": type(model).__name__,
         "weights": cfg.MODEL.WEIGHTS or None,
+        "trained": trained,
         "images": seen,
         "kind": "two-stage" if two_stage else "dense" if dense else "other",
     }
@@ -470,7 +480,13 @@ def write_report(result: Dict, output_dir: str) -> str:
             cls["num_instances"],
             len(cls["classes"]),
             result.get("meta_architecture", "-"),
-            "`{}`".format(result["weights"]) if result.get("weights") else "none (initial)",
+            (
+                "`{}`{}".format(
+                    result["weights"], "" if result.get("trained") else " (an initialisation)"
+                )
+                if result.get("weights")
+                else "none (initial)"
+            ),
             result.get("images", 0),
         ),
         "",
@@ -481,9 +497,10 @@ def write_report(result: Dict, output_dir: str) -> str:
         "These are measured signals on this data, not promises that a method helps."
         + (
             ""
-            if result.get("weights")
-            else " Without weights the sample and objective sections describe the initial model,"
-            " i.e. the start of training; pass `MODEL.WEIGHTS` of a trained model for the rest."
+            if result.get("trained")
+            else " Without a trained detector's weights the sample and objective sections describe"
+            " the initial model, i.e. the start of training; pass `MODEL.WEIGHTS` of a trained"
+            " model for the rest."
         ),
         "",
         "## Class imbalance",
@@ -588,7 +605,7 @@ def write_report(result: Dict, output_dir: str) -> str:
                 ),
             ]
     else:
-        lines.append("Measured with a trained checkpoint only (pass `MODEL.WEIGHTS`).")
+        lines.append("Measured with a trained detector's checkpoint only (pass `MODEL.WEIGHTS`).")
     path = os.path.join(output_dir, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -5,10 +5,14 @@ The end-to-end command on a user's dataset is in ``tests/data/test_json_datasets
 import json
 
 import pytest
+import torch
 from conftest import REPO_ROOT, TINY_INPUT
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
+from detectron2.modeling import build_model
 
 from libra_d2.analysis import diagnose
+from libra_d2.analysis.report import load_weights
 from libra_d2.config import add_libra_config
 
 
@@ -33,12 +37,25 @@ def test_two_stage_report(lt_shapes_tiny, tmp_path):
     assert sample["sampled_count"] <= sample["random_count"]
     assert "sigmoid" in result["objective"]["loss"]  # BCR's classifier
     assert len(result["objective"]["ratio"]) == 32
-    assert "feature" not in result  # no weights, no feature section
+    # the config's weights are a pre-trained ResNet (the tests' stand-in): an initialisation, so
+    # no feature section
+    assert result["weights"] == cfg.MODEL.WEIGHTS and result["trained"] is False
+    assert "feature" not in result
     page = (tmp_path / "report.md").read_text()
-    assert "Measured with a trained checkpoint only" in page
-    assert "describe the initial model" in page
+    assert "Measured with a trained detector's checkpoint only" in page
+    assert "describe the initial model" in page and "(an initialisation)" in page
     with open(tmp_path / "report.json") as f:
         assert json.load(f)["class"]["groups"]["r"]["classes"] == 14
+
+
+def test_a_detectors_checkpoint_counts_as_trained_a_backbones_does_not(tmp_path):
+    cfg = _cfg("libra_faster_rcnn_R_18_FPN_tiny")
+    model = build_model(cfg)
+    assert not load_weights(model, cfg.MODEL.WEIGHTS)  # the pre-trained ResNet: backbone only
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.bias.add_(1.0)  # as if trained
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("detector")
+    assert load_weights(build_model(cfg), str(tmp_path / "detector.pth"))
 
 
 def test_dense_report_and_determinism(lt_shapes_tiny, tmp_path):
