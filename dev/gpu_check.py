@@ -96,9 +96,19 @@ def cuda_tests(args, out):
     }
 
 
+def tiny_recipe():
+    """The tiny configs fine-tune the pre-trained ResNet-18; on a machine that has not built it
+    (``make pretrained``) the checks train from scratch instead (``TINY_FROM_SCRATCH``)."""
+    from detectron2.utils.file_io import PathManager
+
+    from libra_d2.checkpoint import TINY_BACKBONE_WEIGHTS, TINY_FROM_SCRATCH
+
+    return [] if PathManager.isfile(TINY_BACKBONE_WEIGHTS) else list(TINY_FROM_SCRATCH)
+
+
 def training(args, out, name, config, extra, precision, finished):
     run_dir = os.path.join(out, "train", name.replace(" ", "_").replace("+", "plus"), precision)
-    opts = []
+    opts = tiny_recipe()  # first: a stage-2 run's weights come after it
     for e in extra:
         if e.startswith("@weights:"):
             src = finished.get((e.split(":", 1)[1], precision))

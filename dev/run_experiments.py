@@ -27,7 +27,8 @@ its seeds, and the paired difference from the reference setting (``REFERENCE`` i
 the first) over the seeds both have, marked "within noise" where a paired t-test at 5% does not
 tell it from zero. Before it starts it prints the plan: per setting, its seeds, how many rows are
 done and the minutes the rest should take (from the wall times of finished rows of the same
-config, kept in ``OUTPUT_ROOT/timings.json``, else the spec's ``MINUTES_PER_ROW``, default 15).
+setting, else of the same config, kept in ``OUTPUT_ROOT/timings.json``, else the spec's
+``MINUTES_PER_ROW``, default 15).
 ``--jobs N`` trains N rows at a time, each process with ``cpu_count / N`` threads (on a small CPU
 two single-threaded runs finish sooner than two two-threaded runs one after the other);
 evaluation-only rows run after the trainings.
@@ -203,10 +204,14 @@ def load_timings(out_root):
     return {}
 
 
-def save_timing(out_root, config, seconds):
-    """Append one finished row's wall time (seconds) under its config file."""
+def save_timing(out_root, config, seconds, setting=None):
+    """Append one finished row's wall time (seconds) under its config file, and under
+    ``"setting: <name>"`` too when given (rows of one config can differ in cost by their
+    overrides)."""
     timings = load_timings(out_root)
     timings.setdefault(config, []).append(round(seconds, 1))
+    if setting is not None:
+        timings.setdefault("setting: " + setting, []).append(round(seconds, 1))
     os.makedirs(os.path.join(REPO_ROOT, out_root), exist_ok=True)
     with open(os.path.join(REPO_ROOT, out_root, "timings.json"), "w") as f:
         json.dump(timings, f, indent=1)
@@ -240,7 +245,7 @@ def format_plan(rows, done, timings, jobs, default_minutes=DEFAULT_MINUTES_PER_R
             entry["done"] += 1
         else:
             entry["todo"] += 1
-            past = timings.get(config)
+            past = timings.get("setting: " + setting) or timings.get(config)
             if options and _evaluates(options[0]):
                 entry["minutes"] += EVAL_MINUTES
             else:
@@ -351,7 +356,8 @@ def main():
         with open(os.path.join(REPO_ROOT, out, "eval_results.json")) as f:
             results[name] = json.load(f)
         if name not in finished:  # a re-evaluation is not a training's time
-            save_timing(out_root, configs[name], time.time() - t0)
+            m = SEEDED.match(name)
+            save_timing(out_root, configs[name], time.time() - t0, m and m.group("setting"))
         print(
             "== {}: done in {:.0f} s: ".format(name, time.time() - t0)
             + ", ".join("%s %.1f" % (c, results[name][task][c]) for c in columns),

@@ -157,6 +157,10 @@ def test_plan_counts_done_rows_and_estimates_from_timings():
     assert "| new | 1,2 | 0 | 2 | 20 |" in plan
     assert "| single | - | 0 | 1 | 10 |" in plan
     assert "3 settings, 5 rows, 4 to run, about 21 min with 2 job(s)" in plan
+    # a setting's own times come before its config's
+    timings["setting: base"] = [300.0]
+    plan = RUN_EXPERIMENTS["format_plan"](rows, {"base, seed 1"}, timings, 2, 10.0)
+    assert "| base | 1,2 | 1 | 1 | 5 |" in plan
 
 
 def test_timings_accumulate_per_config(tmp_path):
@@ -164,5 +168,5 @@ def test_timings_accumulate_per_config(tmp_path):
     out = str(tmp_path / "out")  # absolute: joined to the repository root it stays itself
     assert load(out) == {}
     save(out, "a.yaml", 61.04)
-    save(out, "a.yaml", 70.0)
-    assert load(out) == {"a.yaml": [61.0, 70.0]}
+    save(out, "a.yaml", 70.0, "base")
+    assert load(out) == {"a.yaml": [61.0, 70.0], "setting: base": [70.0]}
