@@ -223,12 +223,13 @@ DEFAULT_MINUTES_PER_ROW = 15.0
 EVAL_MINUTES = 1.0
 
 
-def _evaluates(option):
-    """Whether a row with this option only evaluates a checkpoint (already trained)."""
+def evaluated_weights(option):
+    """The checkpoint a row with this option only evaluates: its ``weights``, or its ``reuse``
+    checkpoint where that exists; None for a row that trains."""
     reuse = option.get("reuse")
-    return bool(option.get("weights")) or bool(
-        reuse and os.path.isfile(os.path.join(REPO_ROOT, reuse))
-    )
+    if reuse and os.path.isfile(os.path.join(REPO_ROOT, reuse)):
+        return reuse
+    return option.get("weights")
 
 
 def format_plan(rows, done, timings, jobs, default_minutes=DEFAULT_MINUTES_PER_ROW):
@@ -246,7 +247,7 @@ def format_plan(rows, done, timings, jobs, default_minutes=DEFAULT_MINUTES_PER_R
         else:
             entry["todo"] += 1
             past = timings.get("setting: " + setting) or timings.get(config)
-            if options and _evaluates(options[0]):
+            if options and evaluated_weights(options[0]):
                 entry["minutes"] += EVAL_MINUTES
             else:
                 entry["minutes"] += statistics.mean(past) / 60.0 if past else default_minutes
@@ -312,9 +313,7 @@ def main():
         configs[name] = config
         out = os.path.join(out_root, slug(name))
         option = options[0] if options else {}
-        weights = option.get("weights")
-        if option.get("reuse") and os.path.isfile(os.path.join(REPO_ROOT, option["reuse"])):
-            weights = option["reuse"]
+        weights = evaluated_weights(option)
         after[name] = option.get("after")
         cmd = row_command(config, overrides, out, weights)
         commands[name] = "python " + " ".join(shlex.quote(c) for c in cmd)

@@ -1,8 +1,10 @@
-"""EFL on the dense LT-Shapes variant (issue #15): the EFL RetinaNet of the tiny family on 320 px
-images with 8-16 objects (``configs/LT-Shapes/efl_retinanet_R_18_FPN_dense.yaml``), at the scale
-s in {0, 2, 4, 8} (s = 0 is focal loss), each over the same three seeds. The mechanism comes first:
-``dev/plot_efl_grad_ratio.py`` on these runs shows whether g_j of the rare group stays below 1.
-Run: python dev/run_experiments.py projects/EFL/experiments_dense.py --jobs 2
+"""EFL on the dense LT-Shapes variant (issue #15), from scratch (the tiny recipe before the switch;
+of this table only the s = 8 row of seed 1 was trained, for the g_j plot of the EFL README; the
+3-seed table of the pre-trained recipe is experiments.py): the EFL RetinaNet of the tiny family on
+320 px images with 8-16 objects (``configs/LT-Shapes/efl_retinanet_R_18_FPN_dense.yaml``), at the
+scale s in {0, 2, 4, 8} (s = 0 is focal loss), each over the same three seeds. The mechanism comes
+first: ``dev/plot_efl_grad_ratio.py`` on these runs shows whether g_j of the rare group stays below
+1. Run: python dev/run_experiments.py projects/EFL/experiments_dense.py --jobs 2
 """
 
 from libra_d2.checkpoint import TINY_FROM_SCRATCH

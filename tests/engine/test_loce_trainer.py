@@ -112,7 +112,10 @@ def test_prefill_fills_the_memory_class_balanced(lt_shapes_tiny):
 
 
 def test_freezing_is_exact_and_keeps_bn_statistics():
-    cfg = stage2_cfg("MODEL.MASK_ON", True, "MODEL.ROI_MASK_HEAD.CONV_DIM", 8)
+    # BatchNorm that trains (the from-scratch recipe's), so that freezing has statistics to keep
+    cfg = stage2_cfg(
+        "MODEL.MASK_ON", True, "MODEL.ROI_MASK_HEAD.CONV_DIM", 8, "MODEL.RESNETS.NORM", "BN"
+    )
     torch.manual_seed(0)
     model = LibraTrainer.build_model(cfg)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
@@ -146,7 +149,9 @@ def test_freezing_is_exact_and_keeps_bn_statistics():
     assert all(p.grad is None for n, p in model.named_parameters() if n in frozen)
     # the same step without freezing moves the statistics (so this test can fail)
     torch.manual_seed(0)
-    plain = LibraTrainer.build_model(tiny_cfg("MODEL.ROI_HEADS.NAME", "LOCEROIHeads"))
+    plain = LibraTrainer.build_model(
+        tiny_cfg("MODEL.ROI_HEADS.NAME", "LOCEROIHeads", "MODEL.RESNETS.NORM", "BN")
+    )
     plain.train()
     with EventStorage():
         plain(fixed_batched_inputs())
