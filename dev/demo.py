@@ -5,7 +5,7 @@ last checkpoint (--resume) instead of starting over.
 
     python dev/demo.py [--config-file CFG] [--output-dir DIR] [--pretrained] [opts ...]
 
-The tiny configs fine-tune the locally pre-trained ResNet-18, which takes about 40 minutes to build
+The tiny configs fine-tune the locally pre-trained ResNet-18, which takes about 25 minutes to build
 once (`make pretrained`); the demo trains from scratch instead
 (``libra_d2.checkpoint.TINY_FROM_SCRATCH``) to stay within a few minutes, unless --pretrained.
 """
