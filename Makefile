@@ -10,7 +10,7 @@ VENV_MAIN ?= .venv-main
 export DETECTRON2_DATASETS
 LT_SHAPES_ROOT := $(DETECTRON2_DATASETS)/lt_shapes
 
-.PHONY: env data data-dense pretrained demo test test-main lint bench clean help
+.PHONY: env data data-dense data-large pretrained demo test test-main lint bench clean help
 
 help:
 	@echo "make demo   - generate LT-Shapes, train + evaluate a tiny Faster R-CNN on CPU, reload it"
@@ -18,6 +18,7 @@ help:
 	@echo "make test-main - run the test suite on official Detectron2 main built from \$$DETECTRON2_MAIN ($(VENV_MAIN))"
 	@echo "make data   - generate LT-Shapes under \$$DETECTRON2_DATASETS/lt_shapes"
 	@echo "make data-dense - generate the dense LT-Shapes variant under \$$DETECTRON2_DATASETS/lt_shapes_dense"
+	@echo "make data-large - generate the large LT-Shapes variant (20k images, LVIS's relative rarity) under \$$DETECTRON2_DATASETS/lt_shapes_large"
 	@echo "make pretrained - pre-train the tiny family's ResNet-18 once (\$$DETECTRON2_DATASETS/pretrained)"
 	@echo "make lint   - check the code style (isort, black -l 100, flake8; dev/linter.sh formats)"
 	@echo "make bench  - run the benchmarks under dev/"
@@ -31,6 +32,9 @@ data: env
 
 data-dense: env
 	@$(PY) -m libra_d2.data.datasets.lt_shapes_generate --preset dense --root $(DETECTRON2_DATASETS)/lt_shapes_dense
+
+data-large: env
+	@$(PY) -m libra_d2.data.datasets.lt_shapes_generate --preset large --root $(DETECTRON2_DATASETS)/lt_shapes_large
 
 pretrained: env
 	@$(PY) -m libra_d2.engine.backbone_pretraining

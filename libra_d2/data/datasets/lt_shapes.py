@@ -45,7 +45,7 @@ PARAMS_JSON = "params.json"
 SPLITS = ("train", "val")
 #: the registered variants: name prefix (also the folder under $DETECTRON2_DATASETS) -> the
 #: generator preset that makes it; each is registered as ``<prefix>_train`` / ``<prefix>_val``
-VARIANTS = {"lt_shapes": "default", "lt_shapes_dense": "dense"}
+VARIANTS = {"lt_shapes": "default", "lt_shapes_dense": "dense", "lt_shapes_large": "large"}
 #: the module whose ``main`` generates the dataset (named in the errors)
 GENERATE_MODULE = "libra_d2.data.datasets.lt_shapes_generate"
 
