@@ -263,7 +263,7 @@ def format_plan(rows, done, timings, jobs, default_minutes=DEFAULT_MINUTES_PER_R
     lines.append(
         "\nPlan: {} settings, {} rows, {} to run, about {:.0f} min with {} job(s) at a time "
         "(a setting's minutes add up its rows' wall times, each measured at that many "
-        "jobs).".format(len(settings), len(rows), todo, total / max(1, jobs), jobs)
+        "jobs).".format(len(settings), len(rows), todo, total / max(1, min(jobs, todo)), jobs)
     )
     return "\n".join(lines)
 

@@ -129,9 +129,15 @@ def _load_checked(json_file: str, image_root: str, preset: str = "default"):
     return load_lvis_json(json_file, os.path.join(image_root, ""), dataset_name=None), categories
 
 
-def _category_stats(root: str, preset: str = "default") -> List[dict]:
+#: registration plans a missing dataset (for its statistics) only up to this many train images:
+#: every ``import libra_d2`` registers the variants, and the large one's plan takes seconds
+PLAN_AT_REGISTRATION_MAX_IMAGES = 5000
+
+
+def _category_stats(root: str, preset: str = "default") -> Optional[List[dict]]:
     """Per-category train statistics: from the generated data when present, otherwise
-    the plan of the preset's dataset (the default one is what ``make data`` generates)."""
+    the plan of the preset's dataset (the default one is what ``make data`` generates), or None
+    for a preset too large to plan at registration."""
     stats = read_json(os.path.join(root, PARAMS_JSON))
     if isinstance(stats, dict) and stats.get("categories"):
         return stats["categories"]
@@ -139,6 +145,8 @@ def _category_stats(root: str, preset: str = "default") -> List[dict]:
     if isinstance(data, dict) and data.get("categories"):
         return data["categories"]
     sizes = PRESETS[preset]
+    if sizes["num_train"] > PLAN_AT_REGISTRATION_MAX_IMAGES:
+        return None
     layout = {k: sizes[k] for k in ("min_objects", "max_objects") if k in sizes}
     counts = plan_lt_shapes(0, sizes["num_train"], sizes["num_val"], **layout)["train_image_counts"]
     return [
@@ -178,18 +186,24 @@ def register_lt_shapes(root: Optional[str] = None, variant: str = "lt_shapes") -
     Metadata: thing_classes, thing_colors, json_file, image_root, evaluator_type="lvis",
     class_image_count ([{"id", "image_count"}], train statistics) and category_frequency
     (['r'|'c'|'f'] in contiguous order).  The statistics are read from ``root/params.json``
-    when the data exist, else they are those of the variant's plan.
+    when the data exist, else they are those of the variant's plan; a missing large variant
+    (more than ``PLAN_AT_REGISTRATION_MAX_IMAGES`` train images) is registered without them.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown LT-Shapes variant {variant!r}; choose from {sorted(VARIANTS)}")
     preset = VARIANTS[variant]
     root = os.fspath(root) if root is not None else default_root(preset)
-    stats = {c["id"]: c for c in _category_stats(root, preset)}
-    class_image_count = [
-        {"id": c["id"], "image_count": int(stats[c["id"]]["image_count"])}
-        for c in LT_SHAPES_CATEGORIES
-    ]
-    category_frequency = [stats[c["id"]]["frequency"] for c in LT_SHAPES_CATEGORIES]
+    planned = _category_stats(root, preset)
+    statistics = {}
+    if planned is not None:  # else the statistics come once the data exist (register again)
+        stats = {c["id"]: c for c in planned}
+        statistics = dict(
+            class_image_count=[
+                {"id": c["id"], "image_count": int(stats[c["id"]]["image_count"])}
+                for c in LT_SHAPES_CATEGORIES
+            ],
+            category_frequency=[stats[c["id"]]["frequency"] for c in LT_SHAPES_CATEGORIES],
+        )
     for split in SPLITS:
         name = f"{variant}_{split}"
         json_file = os.path.join(root, TRAIN_JSON if split == "train" else VAL_JSON)
@@ -206,6 +220,5 @@ def register_lt_shapes(root: Optional[str] = None, variant: str = "lt_shapes") -
             json_file=json_file,
             image_root=root,
             evaluator_type="lvis",
-            class_image_count=class_image_count,
-            category_frequency=category_frequency,
+            **statistics,
         )

@@ -627,3 +627,34 @@ def test_dense_registration_without_data_uses_the_dense_plan(tmp_path, d2_catalo
             DatasetCatalog.get("lt_shapes_dense_train")
     finally:
         lts.register_lt_shapes(variant="lt_shapes_dense")
+
+
+# ---------------------------------------------------------------- the large variant
+
+
+def test_large_variant_has_lvis_relative_rarity_and_registers_without_planning(
+    tmp_path, d2_catalogs, monkeypatch
+):
+    """The large preset keeps the rare categories at 2-10 train images in 20,000 (<= 0.05%,
+    LVIS's relative rarity); a missing large dataset is registered without being planned (the
+    registration runs at every import), and loading it names the command that generates it."""
+    DatasetCatalog, MetadataCatalog = d2_catalogs
+    large = ltp.PRESETS["large"]
+    assert large["num_train"] > lts.PLAN_AT_REGISTRATION_MAX_IMAGES
+    targets = ltp.target_train_image_counts(large["num_train"])
+    rare = sorted(targets.values())[:12]
+    assert max(rare) / large["num_train"] <= 0.0005 and min(rare) >= 2
+
+    def no_plan(*args, **kwargs):
+        raise AssertionError("registration planned the large variant")
+
+    monkeypatch.setattr(lts, "plan_lt_shapes", no_plan)
+    try:
+        lts.register_lt_shapes(str(tmp_path / "none"), variant="lt_shapes_large")
+        meta = MetadataCatalog.get("lt_shapes_large_train")
+        assert meta.get("category_frequency", None) is None and len(meta.thing_classes) == 32
+        with pytest.raises(FileNotFoundError, match="--preset large"):
+            DatasetCatalog.get("lt_shapes_large_train")
+    finally:
+        monkeypatch.undo()
+        lts.register_lt_shapes(variant="lt_shapes_large")
