@@ -29,6 +29,13 @@ tell it from zero. Before it starts it prints the plan: per setting, its seeds, 
 done and the minutes the rest should take (from the wall times of finished rows of the same
 setting, else of the same config, kept in ``OUTPUT_ROOT/timings.json``, else the spec's
 ``MINUTES_PER_ROW``, default 15).
+A spec's ``RESULTS`` (e.g. ``"docs/results/libra_rcnn_seeds"``) names the table's committed copy,
+rewritten (``.md`` and ``.json``) after every finished row like ``OUTPUT_ROOT/results.*``: on a
+machine without the outputs (a new session, another machine), a row recorded there with the
+command it would run now is not trained again, and a ``reuse`` row whose checkpoint is gone takes
+the result recorded for the training of that checkpoint in any table under ``docs/results``; a
+recorded row is trained again only where a row to run needs its checkpoint (``after``, or the
+``MODEL.WEIGHTS`` it names).
 ``--jobs N`` trains N rows at a time, each process with ``cpu_count / N`` threads (on a small CPU
 two single-threaded runs finish sooner than two two-threaded runs one after the other);
 evaluation-only rows run after the trainings.
@@ -45,6 +52,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -232,6 +240,58 @@ def evaluated_weights(option):
     return option.get("weights")
 
 
+#: where the committed copies of the tables live (a spec's ``RESULTS`` names one, without extension)
+RECORDED_DIR = "docs/results"
+#: a row's line under "Commands:" in a table's markdown, with an optional note after the command
+COMMAND_LINE = re.compile(r"^- (?P<name>.+?): `(?P<command>[^`]+)`")
+
+
+def read_recorded(prefix):
+    """{row name: (command, result)} of a committed table: the commands listed in ``prefix.md``
+    and the results in ``prefix.json`` (paths relative to the repository); {} where absent."""
+    md, js = (os.path.join(REPO_ROOT, prefix + ext) for ext in (".md", ".json"))
+    if not (os.path.isfile(md) and os.path.isfile(js)):
+        return {}
+    with open(js) as f:
+        results = json.load(f)
+    recorded = {}
+    with open(md) as f:
+        for line in f:
+            m = COMMAND_LINE.match(line)
+            if m and m.group("name") in results:
+                recorded[m.group("name")] = (m.group("command"), results[m.group("name")])
+    return recorded
+
+
+def recorded_trainings(directory=RECORDED_DIR):
+    """{output folder: (table, result)} of every training row (``--resume``) recorded in the
+    committed tables under ``directory``: what a ``reuse`` row's checkpoint evaluated to when it
+    was trained, for a machine that no longer has the checkpoint."""
+    found = {}
+    root = os.path.join(REPO_ROOT, directory)
+    for md in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        if not md.endswith(".md"):
+            continue
+        table = os.path.join(directory, md[: -len(".md")])
+        for command, result in read_recorded(table).values():
+            words = shlex.split(command)
+            if "--resume" in words and "OUTPUT_DIR" in words[:-1]:
+                found[os.path.normpath(words[words.index("OUTPUT_DIR") + 1])] = (table, result)
+    return found
+
+
+def checkpoint_sources(cmd, after, outputs):
+    """The rows whose checkpoint a row's command needs: its ``after`` row and the row whose
+    output folder holds the ``MODEL.WEIGHTS`` it names (``outputs``: {folder: row})."""
+    sources = {after} if after else set()
+    for i, word in enumerate(cmd[:-1]):
+        if word == "MODEL.WEIGHTS":
+            folder = outputs.get(os.path.normpath(os.path.dirname(cmd[i + 1])))
+            if folder:
+                sources.add(folder)
+    return sources
+
+
 def format_plan(rows, done, timings, jobs, default_minutes=DEFAULT_MINUTES_PER_ROW):
     """The plan printed before a run: per setting (a row without seeds is its own setting) its
     seeds, rows done and the estimated minutes of the rest at ``jobs`` rows at a time."""
@@ -307,11 +367,18 @@ def main():
     out_root = spec["OUTPUT_ROOT"]
     columns, task = spec.get("COLUMNS", DEFAULT_COLUMNS), spec.get("TASK", "bbox")
 
-    results, commands, todo, after, configs = {}, {}, [], {}, {}
+    results, commands, todo, after, configs, outputs = {}, {}, [], {}, {}, {}
     finished = set()
+    # rows finished on another machine: their results in the committed table (RESULTS), kept
+    # where the command that made them is this row's command
+    recorded_table = spec.get("RESULTS")
+    recorded = read_recorded(recorded_table) if recorded_table else {}
+    trained_elsewhere = None  # recorded_trainings(), read when a reuse row needs it
+    notes = {}  # row -> where its result was recorded, for the table's command list
     for name, config, overrides, *options in rows:
         configs[name] = config
         out = os.path.join(out_root, slug(name))
+        outputs[os.path.normpath(out)] = name
         option = options[0] if options else {}
         weights = evaluated_weights(option)
         after[name] = option.get("after")
@@ -321,6 +388,29 @@ def main():
         marker = "eval_results.json" if weights else "model_final.pth"
         if os.path.exists(os.path.join(REPO_ROOT, out, marker)):
             finished.add(name)
+        elif name in recorded and recorded[name][0] in (
+            commands[name],
+            # a reuse row recorded as the evaluation of a checkpoint this machine lacks
+            "python "
+            + " ".join(
+                shlex.quote(c)
+                for c in row_command(config, overrides, out, option.get("reuse") or weights)
+            ),
+        ):
+            commands[name], results[name] = recorded[name]
+            notes[name] = "recorded in " + recorded_table
+            continue
+        elif option.get("reuse") and not weights:
+            if trained_elsewhere is None:
+                trained_elsewhere = recorded_trainings()
+            source = os.path.normpath(os.path.dirname(option["reuse"]))
+            if source in trained_elsewhere:
+                table, results[name] = trained_elsewhere[source]
+                commands[name] = "python " + " ".join(
+                    shlex.quote(c) for c in row_command(config, overrides, out, option["reuse"])
+                )
+                notes[name] = "the final evaluation of {} recorded in {}".format(source, table)
+                continue
         if args.only is not None and name not in args.only:
             done = os.path.join(REPO_ROOT, out, "eval_results.json")
             if os.path.exists(done):  # keep earlier results in the table
@@ -328,11 +418,29 @@ def main():
                     results[name] = json.load(f)
             continue
         todo.append((name, cmd, out, weights is not None))
+    # a recorded row whose checkpoint a row to run needs (its "after" row, or the row that
+    # trained the weights it evaluates or starts from) is trained again on this machine
+    while True:
+        needed = {
+            source
+            for name, cmd, *_ in todo
+            for source in checkpoint_sources(cmd, after[name], outputs)
+            if source in notes and not notes[source].startswith("the final evaluation")
+        }
+        if not needed:
+            break
+        for name in needed:
+            del notes[name], results[name]
+            row = next(r for r in rows if r[0] == name)
+            out = os.path.join(out_root, slug(name))
+            cmd = row_command(row[1], row[2], out)
+            commands[name] = "python " + " ".join(shlex.quote(c) for c in cmd)
+            todo.append((name, cmd, out, False))
 
     print(
         format_plan(
-            [r for r in rows if args.only is None or r[0] in args.only],
-            finished,
+            [r for r in rows if args.only is None or r[0] in args.only or r[0] in notes],
+            finished | set(notes),
             load_timings(out_root),
             args.jobs,
             spec.get("MINUTES_PER_ROW", DEFAULT_MINUTES_PER_ROW),
@@ -340,6 +448,36 @@ def main():
         flush=True,
     )
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // args.jobs)))
+
+    lock = threading.Lock()
+
+    def write_tables():
+        """The table so far, written to OUTPUT_ROOT and to the committed copy (RESULTS) after
+        every finished row, so that an interrupted run, or one on a machine that is gone, keeps
+        what finished."""
+        with lock:
+            table = format_table(rows, results, columns, task)
+            summary = format_seed_summary(
+                by_setting([r[0] for r in rows]), results, columns, task, spec.get("REFERENCE")
+            )
+            if summary:
+                table += "\n\nOver seeds:\n\n" + summary
+            if args.dry_run:
+                return table
+            for prefix in [os.path.join(out_root, "results")] + (
+                [recorded_table] if recorded_table else []
+            ):
+                os.makedirs(os.path.dirname(os.path.join(REPO_ROOT, prefix)), exist_ok=True)
+                with open(os.path.join(REPO_ROOT, prefix + ".md"), "w") as f:
+                    f.write(table + "\n\nCommands:\n\n")
+                    for name, *_ in rows:
+                        note = " ({})".format(notes[name]) if name in notes else ""
+                        f.write("- {}: `{}`{}\n".format(name, commands[name], note))
+                with open(os.path.join(REPO_ROOT, prefix + ".json"), "w") as f:
+                    json.dump(
+                        {name: results[name] for name, *_ in rows if name in results}, f, indent=1
+                    )
+            return table
 
     def run_row(name, cmd, out):
         t0 = time.time()
@@ -352,7 +490,7 @@ def main():
         if rc != 0:
             print("== {}: FAILED (exit {}), see {}".format(name, rc, log_path), flush=True)
             return
-        with open(os.path.join(REPO_ROOT, out, "eval_results.json")) as f:
+        with open(os.path.join(REPO_ROOT, out, "eval_results.json")) as f, lock:
             results[name] = json.load(f)
         if name not in finished:  # a re-evaluation is not a training's time
             m = SEEDED.match(name)
@@ -362,6 +500,7 @@ def main():
             + ", ".join("%s %.1f" % (c, results[name][task][c]) for c in columns),
             flush=True,
         )
+        write_tables()
 
     # Waves: trainings whose "after" rows are done, then the next ones, then the evaluations
     # (which may need a checkpoint trained by another row).
@@ -374,20 +513,8 @@ def main():
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda row: run_row(*row), batch))
 
-    table = format_table(rows, results, columns, task)
-    summary = format_seed_summary(
-        by_setting([r[0] for r in rows]), results, columns, task, spec.get("REFERENCE")
-    )
-    if summary:
-        table += "\n\nOver seeds:\n\n" + summary
+    table = write_tables()
     print("\n" + table)
-    if not args.dry_run:
-        with open(os.path.join(REPO_ROOT, out_root, "results.md"), "w") as f:
-            f.write(table + "\n\nCommands:\n\n")
-            for name, *_ in rows:
-                f.write("- {}: `{}`\n".format(name, commands[name]))
-        with open(os.path.join(REPO_ROOT, out_root, "results.json"), "w") as f:
-            json.dump({name: results[name] for name, *_ in rows if name in results}, f, indent=1)
 
 
 if __name__ == "__main__":

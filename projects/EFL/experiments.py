@@ -11,6 +11,7 @@ runs shows whether g_j of the rare group stays below 1.
 
 CONFIG = "configs/LT-Shapes/efl_retinanet_R_18_FPN_dense.yaml"
 OUTPUT_ROOT = "output/efl_dense_seeds"
+RESULTS = "docs/results/efl_dense_seeds"  # the committed copy, rewritten as rows finish
 SEEDS = (1, 2, 3)
 MINUTES_PER_ROW = 45.0  # the dense EFL RetinaNet at 2 jobs on 2 cores
 COLUMNS = ("AP", "AP50", "AP75", "APr", "APc", "APf")

@@ -6,6 +6,7 @@ Run: python dev/run_experiments.py projects/EFL/experiments_fcos_seeds.py --jobs
 from libra_d2.checkpoint import TINY_FROM_SCRATCH
 
 OUTPUT_ROOT = "output/efl_fcos_seeds"
+RESULTS = "docs/results/efl_fcos_seeds"  # the committed copy, rewritten as rows finish
 SEEDS = (1, 2, 3)
 ROWS = [
     ("{}, seed {}".format(name, seed), config, ["SEED", str(seed)])

@@ -11,6 +11,7 @@ group stays below 1 when a rare class's positives are that rare. 600 iterations 
 
 CONFIG = "configs/LT-Shapes/efl_retinanet_R_18_FPN_large.yaml"
 OUTPUT_ROOT = "output/efl_large_seeds"
+RESULTS = "docs/results/efl_large_seeds"  # the committed copy, rewritten as rows finish
 SEEDS = (1, 2, 3)
 MINUTES_PER_ROW = 15.0
 COLUMNS = ("AP", "AP50", "AP75", "APr", "APc", "APf")

@@ -14,6 +14,7 @@ objective and sampling differ).
 STAGE1 = "configs/LT-Shapes/loce_faster_rcnn_R_18_FPN_tiny_stage1.yaml"
 STAGE2 = "configs/LT-Shapes/loce_faster_rcnn_R_18_FPN_tiny_stage2.yaml"
 OUTPUT_ROOT = "output/loce_seeds"
+RESULTS = "docs/results/loce_seeds"  # the committed copy, rewritten as rows finish
 SEEDS = (1, 2, 3)
 MINUTES_PER_ROW = 8.0
 WEIGHTS = ["MODEL.WEIGHTS", OUTPUT_ROOT + "/stage_1_baseline_seed_{seed}/model_final.pth"]

@@ -15,6 +15,7 @@ BASE = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"
 LIBRA = "configs/LT-Shapes/libra_faster_rcnn_R_18_FPN_tiny.yaml"
 ROI = ["MODEL.ROI_HEADS.NAME", "LibraROIHeads"]
 OUTPUT_ROOT = "output/libra_rcnn_seeds"
+RESULTS = "docs/results/libra_rcnn_seeds"  # the committed copy, rewritten as rows finish
 SEEDS = (1, 2, 3)
 MINUTES_PER_ROW = 13.0  # the tiny Faster R-CNN at 2 jobs on 2 cores
 REFERENCE = "baseline"

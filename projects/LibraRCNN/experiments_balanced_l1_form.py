@@ -15,6 +15,7 @@ from libra_d2.checkpoint import TINY_FROM_SCRATCH
 LIBRA_RETINANET = "configs/LT-Shapes/libra_efl_retinanet_R_18_FPN_tiny.yaml"
 FOCAL_LOSS = ["MODEL.EFL.SCALE", "0.0"]
 OUTPUT_ROOT = "output/balanced_l1_form"
+RESULTS = "docs/results/balanced_l1_form"  # the committed copy, rewritten as rows finish
 SEEDS = (1, 2, 3)
 ROWS = [
     (

@@ -9,6 +9,7 @@ from libra_d2.checkpoint import TINY_FROM_SCRATCH
 BASE = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"
 BCR = ["MODEL.ROI_HEADS.NAME", "LibraROIHeads", "MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE", "bcr"]
 OUTPUT_ROOT = "output/libra_rcnn_bcr_background"
+RESULTS = "docs/results/libra_rcnn_bcr_background"  # the committed copy, rewritten as rows finish
 SEEDS = (1, 2, 3)
 ROWS = [
     (

@@ -10,6 +10,7 @@ integrated feature (1% at 128 px) and the level energies before and after BFP.
 
 CONFIG = "configs/LT-Shapes/faster_rcnn_R_18_FPN_dense.yaml"
 OUTPUT_ROOT = "output/libra_rcnn_dense_seeds"
+RESULTS = "docs/results/libra_rcnn_dense_seeds"  # the committed copy, rewritten as rows finish
 SEEDS = (1, 2, 3)
 MINUTES_PER_ROW = 40.0
 SETTINGS = [

@@ -22,6 +22,7 @@ RGA = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny_rga.yaml"
 PRM = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny_prm.yaml"
 RGA_PRM = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny_rga_prm.yaml"
 OUTPUT_ROOT = "output/rga_prm_seeds"
+RESULTS = "docs/results/rga_prm_seeds"  # the committed copy, rewritten as rows finish
 SEEDS = (1, 2, 3)
 MINUTES_PER_ROW = 13.0
 REFERENCE = "baseline"

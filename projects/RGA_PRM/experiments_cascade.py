@@ -11,6 +11,7 @@ BASE = "configs/LT-Shapes/cascade_rcnn_R_18_FPN_tiny.yaml"
 RGA = "configs/LT-Shapes/cascade_rcnn_R_18_FPN_tiny_rga.yaml"
 RGA_PRM = "configs/LT-Shapes/cascade_rcnn_R_18_FPN_tiny_rga_prm.yaml"
 OUTPUT_ROOT = "output/cascade_rga_prm_seeds"
+RESULTS = "docs/results/cascade_rga_prm_seeds"  # the committed copy, rewritten as rows finish
 SEEDS = (1, 2, 3)
 MINUTES_PER_ROW = 16.0
 COLUMNS = ("AP", "AP50", "AP75", "APr", "APc", "APf")

@@ -16,6 +16,7 @@ BASE = "configs/LT-Shapes/cascade_rcnn_R_18_FPN_tiny.yaml"
 RGA = "configs/LT-Shapes/cascade_rcnn_R_18_FPN_tiny_rga.yaml"
 RGA_PRM = "configs/LT-Shapes/cascade_rcnn_R_18_FPN_tiny_rga_prm.yaml"
 OUTPUT_ROOT = "output/cascade_rga_seeds"
+RESULTS = "docs/results/cascade_rga_seeds"  # the committed copy, rewritten as rows finish
 COLUMNS = _RGA_SEEDS["COLUMNS"]
 ROWS = [
     ("{}, seed {}".format(name, seed), config, _RGA_SEEDS["FULL_MODEL_CLIP"] + ["SEED", str(seed)])

@@ -7,6 +7,7 @@ from libra_d2.checkpoint import TINY_FROM_SCRATCH
 
 PRM = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny_prm.yaml"
 OUTPUT_ROOT = "output/prm_sampling"
+RESULTS = "docs/results/prm_sampling"  # the committed copy, rewritten as rows finish
 COLUMNS = ("AP", "AP50", "AP75", "APr", "APc", "APf")
 SEEDS = (1, 2, 3)
 ROWS = [

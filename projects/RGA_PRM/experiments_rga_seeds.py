@@ -15,6 +15,7 @@ from libra_d2.checkpoint import TINY_FROM_SCRATCH
 BASE = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny.yaml"
 RGA = "configs/LT-Shapes/faster_rcnn_R_18_FPN_tiny_rga.yaml"
 OUTPUT_ROOT = "output/rga_seeds"
+RESULTS = "docs/results/rga_seeds"  # the committed copy, rewritten as rows finish
 COLUMNS = ("AP", "AP50", "AP75", "APr", "APc", "APf")
 SEEDS = (1, 2, 3)
 FULL_MODEL_CLIP = [

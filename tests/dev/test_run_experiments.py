@@ -1,5 +1,6 @@
 """dev/run_experiments.py: row ordering ("after"), output folders, and the dry run."""
 
+import json
 import runpy
 import subprocess
 import sys
@@ -170,3 +171,53 @@ def test_timings_accumulate_per_config(tmp_path):
     save(out, "a.yaml", 61.04)
     save(out, "a.yaml", 70.0, "base")
     assert load(out) == {"a.yaml": [61.0, 70.0], "setting: base": [70.0]}
+
+
+def _record(prefix, rows):
+    """A committed table at ``prefix`` (.md, .json) with these (name, command, AP) rows."""
+    with open(str(prefix) + ".md", "w") as f:
+        f.write("| row | AP |\n\nCommands:\n\n")
+        for name, command, _ in rows:
+            f.write("- {}: `{}` (a note)\n".format(name, command))
+    with open(str(prefix) + ".json", "w") as f:
+        json.dump({name: {"bbox": {"AP": ap}} for name, _, ap in rows}, f)
+
+
+def test_recorded_rows_are_kept_unless_a_row_to_run_needs_their_checkpoint(tmp_path):
+    out, recorded = tmp_path / "o", tmp_path / "recorded"
+    spec = tmp_path / "spec.py"
+    spec.write_text(
+        "SETTINGS = [('a', 'a.yaml', []),\n"
+        "  ('b', 'b.yaml', ['MODEL.WEIGHTS', %r], {'after': 'a'}),\n"
+        "  ('c', 'c.yaml', [])]\n"
+        "SEEDS = (1,)\nCOLUMNS = ('AP',)\nOUTPUT_ROOT = %r\nRESULTS = %r\n"
+        % (str(out / "a_seed_1" / "model_final.pth"), str(out), str(recorded))
+    )
+    _, commands = _dry_run(str(spec))
+    # the commands as a results.md lists them (a and c train in the first wave, b after a)
+    a, b, c = sorted((cmd[2:] for cmd in commands), key=lambda cmd: cmd[-8:])
+    _record(recorded, [("a, seed 1", a, 1.0), ("b, seed 1", b, 2.0), ("c, seed 1", c, 3.0)])
+    proc, commands = _dry_run(str(spec))
+    assert proc.returncode == 0, proc.stderr
+    assert commands == [] and "| c, seed 1 | 3.0 |" in proc.stdout
+    assert "| a | 1 | 1 | 0 | 0 |" in proc.stdout  # counted as done in the plan
+    # b to run needs a's checkpoint, which this machine lacks: a trains again, before b
+    _record(recorded, [("a, seed 1", a, 1.0), ("c, seed 1", c, 3.0)])
+    _, commands = _dry_run(str(spec))
+    assert [cmd[2:] for cmd in commands] == [a, b]  # in two waves
+    # a row recorded with another command (the spec changed since) is trained again
+    _record(recorded, [("a, seed 1", a, 1.0), ("b, seed 1", b, 2.0), ("c, seed 1", c + " X", 3.0)])
+    _, commands = _dry_run(str(spec))
+    assert [cmd[2:] for cmd in commands] == [c]
+
+
+def test_recorded_trainings_map_output_folders_to_results(tmp_path):
+    _record(
+        tmp_path / "table",
+        [
+            ("t", "python projects/train_net.py --resume SEED 1 OUTPUT_DIR out/t_seed_1", 5.0),
+            ("e", "python projects/train_net.py --eval-only OUTPUT_DIR out/e", 6.0),
+        ],
+    )
+    found = RUN_EXPERIMENTS["recorded_trainings"](str(tmp_path))
+    assert found == {"out/t_seed_1": (str(tmp_path / "table"), {"bbox": {"AP": 5.0}})}
