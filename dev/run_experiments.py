@@ -24,7 +24,8 @@ one continues from its last checkpoint. The table is written to ``OUTPUT_ROOT/re
 command that reproduces each row, and every row's evaluation to ``OUTPUT_ROOT/results.json``. Rows
 named ``"<setting>, seed <k>"`` are also summarised per setting: mean and standard deviation over
 its seeds, and the paired difference from the reference setting (``REFERENCE`` in the spec, default
-the first) over the seeds both have, marked "within noise" where a paired t-test at 5% does not
+the first; ``REFERENCES = {setting: its reference}`` for the settings compared with another) over
+the seeds both have, marked "within noise" where a paired t-test at 5% does not
 tell it from zero. Before it starts it prints the plan: per setting, its seeds, how many rows are
 done and the minutes the rest should take (from the wall times of finished rows of the same
 setting, else of the same config, kept in ``OUTPUT_ROOT/timings.json``, else the spec's
@@ -164,9 +165,9 @@ def paired_difference(values, reference):
     return mean, sd, abs(mean) <= t * sd / math.sqrt(n)
 
 
-def format_seed_summary(groups, results, columns, task, reference=None):
+def format_seed_summary(groups, results, columns, task, reference=None, references=None):
     """Per setting: mean +- sd over its seeds; per other setting: the paired difference from
-    ``reference`` (default: the first setting)."""
+    ``references[setting]`` where given, else from ``reference`` (default: the first setting)."""
     done = {
         s: {k: results[n][task] for k, n in seeds.items() if n in results}
         for s, seeds in groups.items()
@@ -180,13 +181,14 @@ def format_seed_summary(groups, results, columns, task, reference=None):
         cells = ["%.1f ± %.1f" % mean_sd([r[c] for r in per_seed.values()]) for c in columns]
         lines.append("| {} | {} | {} |".format(setting, len(per_seed), " | ".join(cells)))
     for setting, per_seed in done.items():
-        if setting == reference:
+        ref = (references or {}).get(setting, reference)
+        if setting == ref or ref not in done:
             continue
         cells = []
         for c in columns:
             diff = paired_difference(
                 {k: r[c] for k, r in per_seed.items()},
-                {k: r[c] for k, r in done[reference].items()},
+                {k: r[c] for k, r in done[ref].items()},
             )
             cells.append(
                 "-"
@@ -195,7 +197,7 @@ def format_seed_summary(groups, results, columns, task, reference=None):
             )
         lines.append(
             "| {} - {} (paired) | {} | {} |".format(
-                setting, reference, len(set(per_seed) & set(done[reference])), " | ".join(cells)
+                setting, ref, len(set(per_seed) & set(done[ref])), " | ".join(cells)
             )
         )
     return (
@@ -388,6 +390,13 @@ def main():
         marker = "eval_results.json" if weights else "model_final.pth"
         if os.path.exists(os.path.join(REPO_ROOT, out, marker)):
             finished.add(name)
+            # until it is evaluated again, the table keeps its last evaluation
+            last = os.path.join(REPO_ROOT, out, "eval_results.json")
+            if os.path.exists(last):
+                with open(last) as f:
+                    results[name] = json.load(f)
+            elif name in recorded and recorded[name][0] == commands[name]:
+                results[name] = recorded[name][1]
         elif name in recorded and recorded[name][0] in (
             commands[name],
             # a reuse row recorded as the evaluation of a checkpoint this machine lacks
@@ -458,7 +467,12 @@ def main():
         with lock:
             table = format_table(rows, results, columns, task)
             summary = format_seed_summary(
-                by_setting([r[0] for r in rows]), results, columns, task, spec.get("REFERENCE")
+                by_setting([r[0] for r in rows]),
+                results,
+                columns,
+                task,
+                spec.get("REFERENCE"),
+                spec.get("REFERENCES"),
             )
             if summary:
                 table += "\n\nOver seeds:\n\n" + summary

@@ -58,6 +58,17 @@ def _yaml_cfg_and_model(path):
     return cfg, build_model(cfg)
 
 
+def _clip_of(yaml_cfg):
+    """A YAML config's SOLVER.CLIP_GRADIENTS as a lazy config's ``train.clip_gradients``."""
+    clip = yaml_cfg.SOLVER.CLIP_GRADIENTS
+    return {
+        "enabled": clip.ENABLED,
+        "clip_type": clip.CLIP_TYPE,
+        "clip_value": clip.CLIP_VALUE,
+        "norm_type": clip.NORM_TYPE,
+    }
+
+
 def _state_shapes(model):
     """The names and shapes of a model's parameters and buffers (what a checkpoint must match)."""
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -239,11 +250,15 @@ def test_lazy_prm_twins_match_their_yaml(lazy, yaml):
     """libra_d2.lazy.parallel_roi_heads gives the YAML's PRM model: same parameters and buffers
     (names and shapes), same positive fractions, and RGA in ``train.hooks``."""
     cfg = LazyConfig.load(os.path.join(REPO_ROOT, lazy))
-    ours, ref = instantiate(cfg.model), _yaml_cfg_and_model(yaml)[1]
+    yaml_cfg, ref = _yaml_cfg_and_model(yaml)
+    ours = instantiate(cfg.model)
     assert _state_shapes(ours) == _state_shapes(ref)
     assert ours.roi_heads.positive_fractions == ref.roi_heads.positive_fractions == (0.5, 0.1)
     rga = instantiate(cfg.train.hooks[0])
     assert isinstance(rga, GradientAnnealing) and rga.lambda0 == 7.0 and not rga.constant
+    # the whole-model clip that RGA's configs carry (it keeps lambda 7 from diverging)
+    assert dict(cfg.train.clip_gradients) == _clip_of(yaml_cfg)
+    assert yaml_cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE == "full_model"
 
 
 @pytest.mark.parametrize(
@@ -266,7 +281,8 @@ def test_lazy_cascade_twins_match_their_yaml(lazy, yaml):
     from detectron2.modeling.roi_heads import CascadeROIHeads
 
     cfg = LazyConfig.load(os.path.join(REPO_ROOT, lazy))
-    ours, ref = instantiate(cfg.model), _yaml_cfg_and_model(yaml)[1]
+    yaml_cfg, ref = _yaml_cfg_and_model(yaml)
+    ours = instantiate(cfg.model)
     assert _state_shapes(ours) == _state_shapes(ref)
     assert isinstance(ours.roi_heads, CascadeROIHeads) and ours.roi_heads.num_cascade_stages == 3
     for a, b in zip(ours.roi_heads.proposal_matchers, ref.roi_heads.proposal_matchers):
@@ -277,6 +293,9 @@ def test_lazy_cascade_twins_match_their_yaml(lazy, yaml):
     assert ours.proposal_generator.post_nms_topk == ref.proposal_generator.post_nms_topk
     rga = instantiate(cfg.train.hooks[0])
     assert isinstance(rga, GradientAnnealing) and rga.lambda0 == 7.0 and not rga.constant
+    # the whole-model clip that RGA's configs carry (it keeps lambda 7 from diverging)
+    assert dict(cfg.train.clip_gradients) == _clip_of(yaml_cfg)
+    assert yaml_cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE == "full_model"
 
 
 @pytest.mark.parametrize(
@@ -299,7 +318,8 @@ def test_lazy_prm_cascade_twins_match_their_yaml(lazy, yaml):
     from libra_d2.modeling.roi_heads import ParallelCascadeROIHeads
 
     cfg = LazyConfig.load(os.path.join(REPO_ROOT, lazy))
-    ours, ref = instantiate(cfg.model), _yaml_cfg_and_model(yaml)[1]
+    yaml_cfg, ref = _yaml_cfg_and_model(yaml)
+    ours = instantiate(cfg.model)
     assert _state_shapes(ours) == _state_shapes(ref)
     assert isinstance(ours.roi_heads, ParallelCascadeROIHeads)
     assert ours.roi_heads.positive_fractions == ref.roi_heads.positive_fractions == (0.5, 0.1)
@@ -314,6 +334,9 @@ def test_lazy_prm_cascade_twins_match_their_yaml(lazy, yaml):
     assert ours.proposal_generator.post_nms_topk == ref.proposal_generator.post_nms_topk
     rga = instantiate(cfg.train.hooks[0])
     assert isinstance(rga, GradientAnnealing) and rga.lambda0 == 7.0 and not rga.constant
+    # the whole-model clip that RGA's configs carry (it keeps lambda 7 from diverging)
+    assert dict(cfg.train.clip_gradients) == _clip_of(yaml_cfg)
+    assert yaml_cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE == "full_model"
 
 
 @pytest.mark.parametrize(
@@ -358,13 +381,7 @@ def test_lazy_efl_fcos_twins_match_their_yaml(lazy, yaml):
         assert getattr(ours.efl, attr) == getattr(ref.efl, attr), attr
     assert cfg.dataloader.train.repeat_threshold == yaml_cfg.DATALOADER.REPEAT_THRESHOLD
     assert cfg.optimizer.lr == yaml_cfg.SOLVER.BASE_LR
-    clip = yaml_cfg.SOLVER.CLIP_GRADIENTS
-    assert dict(cfg.train.clip_gradients) == {
-        "enabled": clip.ENABLED,
-        "clip_type": clip.CLIP_TYPE,
-        "clip_value": clip.CLIP_VALUE,
-        "norm_type": clip.NORM_TYPE,
-    }
+    assert dict(cfg.train.clip_gradients) == _clip_of(yaml_cfg)
 
 
 @pytest.mark.parametrize(

@@ -128,6 +128,20 @@ def test_seed_summary_groups_settings_and_pairs_seeds():
     assert "| new - base (paired) | 3 | +2.0 ± 0.5 |" in table
 
 
+def test_seed_summary_compares_a_setting_with_its_own_reference():
+    """REFERENCES: a setting is paired with the setting named for it, the others with REFERENCE."""
+    names = ["{}, seed {}".format(s, k) for k in (1, 2) for s in ("base", "base2", "new", "other")]
+    ap = {"base": 10.0, "base2": 20.0, "new": 23.0, "other": 11.0}
+    results = {n: {"bbox": {"AP": ap[n.split(",")[0]] + int(n[-1])}} for n in names}
+    groups = RUN_EXPERIMENTS["by_setting"](names)
+    table = RUN_EXPERIMENTS["format_seed_summary"](
+        groups, results, ["AP"], "bbox", "base", {"new": "base2"}
+    )
+    assert "| new - base2 (paired) | 2 | +3.0 ± 0.0 |" in table
+    assert "| other - base (paired) | 2 | +1.0 ± 0.0 |" in table
+    assert "new - base " not in table and "base2 - base (paired)" in table
+
+
 def test_paired_difference_within_noise():
     paired = RUN_EXPERIMENTS["paired_difference"]
     assert paired({1: 11.0, 2: 10.0, 3: 12.5}, {1: 10.0, 2: 11.0, 3: 11.5})[2]  # +1, -1, +1
@@ -221,3 +235,20 @@ def test_recorded_trainings_map_output_folders_to_results(tmp_path):
     )
     found = RUN_EXPERIMENTS["recorded_trainings"](str(tmp_path))
     assert found == {"out/t_seed_1": (str(tmp_path / "table"), {"bbox": {"AP": 5.0}})}
+
+
+def test_a_finished_row_keeps_its_last_evaluation_until_evaluated_again(tmp_path):
+    """The table written while a finished row waits for its re-evaluation shows its last one."""
+    out = tmp_path / "o"
+    spec = tmp_path / "spec.py"
+    spec.write_text(
+        "SETTINGS = [('a', 'a.yaml', [])]\nSEEDS = (1,)\nCOLUMNS = ('AP',)\nOUTPUT_ROOT = %r\n"
+        % str(out)
+    )
+    (out / "a_seed_1").mkdir(parents=True)
+    (out / "a_seed_1" / "model_final.pth").write_bytes(b"")
+    proc, commands = _dry_run(str(spec))
+    assert "| a, seed 1 | - |" in proc.stdout and len(commands) == 1
+    (out / "a_seed_1" / "eval_results.json").write_text(json.dumps({"bbox": {"AP": 4.5}}))
+    proc, commands = _dry_run(str(spec))
+    assert "| a, seed 1 | 4.5 |" in proc.stdout and len(commands) == 1  # still re-evaluated

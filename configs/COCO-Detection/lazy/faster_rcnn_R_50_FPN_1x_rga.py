@@ -14,4 +14,6 @@ from .faster_rcnn_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer
 # GradientAnnealing's defaults (its constructor) are the paper's: lambda 7 -> 1 over train.max_iter
 # on the box head and predictor. Overrides: train.hooks.0.constant=True; "train.hooks=[]" (off).
 train.hooks = [L(GradientAnnealing)(lambda0=7.0)]
+# the whole-model clip of the YAML twin (why: its comment); the configs importing this one keep it
+train.clip_gradients = dict(enabled=True, clip_type="full_model", clip_value=35.0, norm_type=2.0)
 train.output_dir = "output/coco/lazy_faster_rcnn_R_50_FPN_1x_rga"

@@ -17,4 +17,6 @@ cascade_roi_heads(model.roi_heads)
 # Its default module prefixes cover every stage's box head and predictor (Detectron2 names them
 # roi_heads.box_head.<k> / box_predictor.<k>). Overrides: train.hooks.0.constant=True.
 train.hooks = [L(GradientAnnealing)(lambda0=7.0)]
+# the whole-model clip of the YAML twin (why: its comment)
+train.clip_gradients = dict(enabled=True, clip_type="full_model", clip_value=10.0, norm_type=2.0)
 train.output_dir = "output/lt_shapes/lazy_cascade_rcnn_R_18_FPN_tiny_rga"

@@ -25,4 +25,6 @@ parallel_roi_heads(model.roi_heads, positive_fractions=[0.5, 0.1], test_head=-1)
 # GradientAnnealing's defaults (its constructor) are the paper's: lambda 7 -> 1 over train.max_iter
 # on the box head and predictor. Overrides: train.hooks.0.constant=True; "train.hooks=[]" (off).
 train.hooks = [L(GradientAnnealing)(lambda0=7.0)]
+# the whole-model clip of the YAML twin (why: its comment)
+train.clip_gradients = dict(enabled=True, clip_type="full_model", clip_value=10.0, norm_type=2.0)
 train.output_dir = "output/lt_shapes/lazy_faster_rcnn_R_18_FPN_tiny_rga_prm"
