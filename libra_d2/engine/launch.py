@@ -156,5 +156,8 @@ def _worker(
     comm.synchronize()
     try:
         main_func(*args)
+        # every rank has finished before any closes its connections: a rank that tears its
+        # gloo pairs down while a peer still reads from them can abort that peer
+        comm.synchronize()
     finally:
         dist.destroy_process_group()

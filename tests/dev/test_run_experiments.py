@@ -46,27 +46,41 @@ def _dry_run(spec, *args):
     return proc, [line for line in proc.stdout.splitlines() if line.startswith("$ ")]
 
 
-def test_dry_run_prints_stage_1_before_its_fine_tunes():
-    proc, commands = _dry_run("projects/LOCE/experiments_from_scratch.py")
+def _fresh(spec, tmp_path):
+    """A project's spec as a machine without its outputs and its committed table would run it:
+    the same rows, with OUTPUT_ROOT in ``tmp_path`` and no RESULTS."""
+    wrapper = tmp_path / "spec.py"
+    wrapper.write_text(
+        "import runpy\nglobals().update(runpy.run_path(%r))\nOUTPUT_ROOT = %r\nRESULTS = None\n"
+        % (spec, str(tmp_path / "o"))
+    )
+    return str(wrapper)
+
+
+def test_dry_run_prints_stage_1_before_its_fine_tunes(tmp_path):
+    proc, commands = _dry_run(_fresh("projects/LOCE/experiments_from_scratch.py", tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert len(commands) == 5 and "stage_1_baseline" in commands[0].split("OUTPUT_DIR")[-1]
 
 
-def test_seeded_spec_runs_each_seeds_stage_1_before_its_fine_tunes():
-    proc, commands = _dry_run("projects/LOCE/experiments.py")
+def test_seeded_spec_runs_each_seeds_stage_1_before_its_fine_tunes(tmp_path):
+    spec = _fresh("projects/LOCE/experiments.py", tmp_path)
+    proc, commands = _dry_run(spec)
     assert proc.returncode == 0, proc.stderr
     outputs = [c.split("OUTPUT_DIR ")[-1] for c in commands]
     assert len(outputs) == 15 and all("stage_1_baseline_seed_" in o for o in outputs[:3])
     # each fine-tune starts from its own seed's stage-1 model, with that seed
-    ebl_2 = commands[outputs.index("output/loce_seeds/ebl_seed_2")]
+    ebl_2 = commands[outputs.index(str(tmp_path / "o" / "ebl_seed_2"))]
     assert "stage_1_baseline_seed_2/model_final.pth" in ebl_2 and ebl_2.endswith(
-        "SEED 2 OUTPUT_DIR output/loce_seeds/ebl_seed_2"
+        "SEED 2 OUTPUT_DIR " + str(tmp_path / "o" / "ebl_seed_2")
     )
-    proc, commands = _dry_run("projects/LOCE/experiments.py", "--seeds", "3")
+    proc, commands = _dry_run(spec, "--seeds", "3")
     assert len(commands) == 5 and all(c.endswith("_seed_3") for c in commands)
-    proc, _ = _dry_run("projects/LOCE/experiments.py", "--seeds", "7")
+    proc, _ = _dry_run(spec, "--seeds", "7")
     assert proc.returncode != 0 and "not among the spec's seeds" in proc.stderr
-    proc, _ = _dry_run("projects/LOCE/experiments_from_scratch.py", "--seeds", "1")
+    proc, _ = _dry_run(
+        _fresh("projects/LOCE/experiments_from_scratch.py", tmp_path), "--seeds", "1"
+    )
     assert proc.returncode != 0 and "needs a spec with SETTINGS" in proc.stderr
 
 
