@@ -13,7 +13,7 @@ CONFIG = "configs/LT-Shapes/efl_retinanet_R_18_FPN_dense.yaml"
 OUTPUT_ROOT = "output/efl_dense_seeds"
 RESULTS = "docs/results/efl_dense_seeds"  # the committed copy, rewritten as rows finish
 SEEDS = (1, 2, 3)
-MINUTES_PER_ROW = 45.0  # the dense EFL RetinaNet at 2 jobs on 2 cores
+MINUTES_PER_ROW = 23.0  # the dense EFL RetinaNet at 2 jobs on 2 cores (measured 2026-12-07)
 COLUMNS = ("AP", "AP50", "AP75", "APr", "APc", "APf")
 SETTINGS = [
     (
