@@ -452,7 +452,7 @@ def findings(result) -> List[str]:
                 (
                     ""
                     if refine is None
-                    else " Its {} refine changes the integrated feature by {:.0%} of its "
+                    else " Its {} refine changes the integrated feature by {:.2g} of its "
                     "norm.".format(feature["refine"], refine)
                 ),
             )
@@ -599,7 +599,7 @@ def write_report(result: Dict, output_dir: str) -> str:
         if feature.get("refine_change") is not None:
             lines += [
                 "",
-                "BFP's {} refine changes the integrated feature by {:.2f} of its norm "
+                "BFP's {} refine changes the integrated feature by {:.2g} of its norm "
                 "(||refine(x) - x|| / ||x||; 0 would be no refinement).".format(
                     feature["refine"], feature["refine_change"]
                 ),
