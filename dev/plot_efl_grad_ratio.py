@@ -23,17 +23,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 GROUPS = (("r", "rare", "#d62728"), ("c", "common", "#ff7f0e"), ("f", "frequent", "#1f77b4"))
 
 
-def read_grad_ratio(run_dir, statistic="grad_ratio"):
-    """{group: [(iteration, value), ...]} of ``efl/<statistic>/<group>`` from
-    ``run_dir/metrics.json`` (one JSON object per line)."""
-    series = {g: [] for g, _, _ in GROUPS}
+def read_efl_statistics(run_dir, statistics=("grad_ratio", "gamma")):
+    """{statistic: {group: [(iteration, value), ...]}} of ``efl/<statistic>/<group>``, read in one
+    pass over ``run_dir/metrics.json`` (one JSON object per line)."""
+    series = {s: {g: [] for g, _, _ in GROUPS} for s in statistics}
     with open(os.path.join(run_dir, "metrics.json")) as f:
         for line in f:
             row = json.loads(line)
-            for g in series:
-                key = "efl/{}/{}".format(statistic, g)
-                if key in row:
-                    series[g].append((row["iteration"], row[key]))
+            for statistic, groups in series.items():
+                for g, points in groups.items():
+                    key = "efl/{}/{}".format(statistic, g)
+                    if key in row:
+                        points.append((row["iteration"], row[key]))
     return series
 
 
@@ -63,8 +64,8 @@ def main():
     for ax in axes.flat[len(args.run) :]:
         ax.set_visible(False)
     for ax, (label, run_dir) in zip(axes.flat, args.run):
-        series = read_grad_ratio(run_dir)
-        gamma = read_grad_ratio(run_dir, "gamma")
+        statistics = read_efl_statistics(run_dir)
+        series, gamma = statistics["grad_ratio"], statistics["gamma"]
         for g, name, color in GROUPS:
             if series[g]:
                 ax.plot(*zip(*series[g]), color=color, label=name)

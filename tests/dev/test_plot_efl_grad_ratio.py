@@ -21,8 +21,8 @@ def test_series_summaries_come_from_the_logged_groups(tmp_path):
             {"iteration": 40, "efl/grad_ratio/r": 0.8, "efl/gamma/r": 3.6},
         ],
     )
-    ratio = plot["read_grad_ratio"](str(tmp_path))
-    gamma = plot["read_grad_ratio"](str(tmp_path), "gamma")
+    statistics = plot["read_efl_statistics"](str(tmp_path))
+    ratio, gamma = statistics["grad_ratio"], statistics["gamma"]
     assert ratio["r"] == [(0, 0.2), (20, 0.95), (40, 0.8)]
     assert ratio["f"] == [(0, 1.0)] and ratio["c"] == []
     assert gamma["r"] == [(0, 8.4), (20, 2.4), (40, 3.6)]
