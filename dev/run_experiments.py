@@ -184,25 +184,25 @@ def format_seed_summary(groups, results, columns, task, reference=None, referenc
         ref = (references or {}).get(setting, reference)
         if setting == ref or ref not in done:
             continue
+        pairs = len(set(per_seed) & set(done[ref]))
         cells = []
         for c in columns:
             diff = paired_difference(
                 {k: r[c] for k, r in per_seed.items()},
                 {k: r[c] for k, r in done[ref].items()},
             )
-            cells.append(
-                "-"
-                if diff is None  # no seed finished in both yet
-                else "%+.1f ± %.1f%s" % (diff[0], diff[1], " (noise)" if diff[2] else "")
-            )
+            if diff is None:  # no seed finished in both yet
+                cells.append("-")
+            elif pairs == 1:  # no spread to test the difference against
+                cells.append("%+.1f (one seed)" % diff[0])
+            else:
+                cells.append("%+.1f ± %.1f%s" % (diff[0], diff[1], " (noise)" if diff[2] else ""))
         lines.append(
-            "| {} - {} (paired) | {} | {} |".format(
-                setting, ref, len(set(per_seed) & set(done[ref])), " | ".join(cells)
-            )
+            "| {} - {} (paired) | {} | {} |".format(setting, ref, pairs, " | ".join(cells))
         )
     return (
         "\n".join(lines) + "\n\n(noise): within noise, a paired t-test at 5% cannot tell "
-        "the difference from zero."
+        "the difference from zero. (one seed): a single pair, which cannot tell it either."
     )
 
 

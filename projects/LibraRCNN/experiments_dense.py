@@ -3,7 +3,9 @@
 ``make data-dense``; the tiny family's pre-trained recipe, ``make pretrained``) and the same with
 the Balanced Feature Pyramid (non-local refine), as the "+BFP" row of experiments.py. The mechanism
 first: ``projects/diagnose.py`` on the +BFP checkpoint measures how much the refine changes the
-integrated feature (1% at 128 px) and the level energies before and after BFP.
+integrated feature (1% at 128 px) and the level energies before and after BFP. The non-local
+refine starts as the identity (its output conv is zero, as in the reference), so a third row swaps
+it for the conv refine (a 3x3 conv + ReLU, not the identity at initialisation).
 
     python dev/run_experiments.py projects/LibraRCNN/experiments_dense.py --jobs 2
 """
@@ -16,4 +18,10 @@ MINUTES_PER_ROW = 40.0
 SETTINGS = [
     ("baseline", CONFIG, []),
     ("+BFP", CONFIG, ["MODEL.BACKBONE.NAME", "build_resnet_bfp_backbone"]),
+    # the refine's own test: a 3x3 conv that is not the identity at initialisation
+    (
+        "+BFP (conv refine)",
+        CONFIG,
+        ["MODEL.BACKBONE.NAME", "build_resnet_bfp_backbone", "MODEL.BFP.REFINE_TYPE", "conv"],
+    ),
 ]

@@ -172,6 +172,14 @@ def test_seed_summary_with_no_seed_in_common_yet():
     assert "| new - base (paired) | 0 | - |" in table
 
 
+def test_seed_summary_of_one_paired_seed_says_so():
+    """One pair has no spread: the difference is printed as one seed's, not as "within noise"."""
+    groups = RUN_EXPERIMENTS["by_setting"](["base, seed 1", "new, seed 1"])
+    results = {"base, seed 1": {"bbox": {"AP": 10.0}}, "new, seed 1": {"bbox": {"AP": 12.0}}}
+    table = RUN_EXPERIMENTS["format_seed_summary"](groups, results, ["AP"], "bbox")
+    assert "| new - base (paired) | 1 | +2.0 (one seed) |" in table
+
+
 def test_plan_counts_done_rows_and_estimates_from_timings():
     rows = [
         ("base, seed 1", "a.yaml", []),
