@@ -372,6 +372,12 @@ def _spread(values) -> float:
     return max(values) / min(values) if values and min(values) > 0 else math.nan
 
 
+def format_refine_change(change: float) -> str:
+    """||refine(x) - x|| / ||x||, readable at both ends: two decimals from 0.1 up (1.03, not "1"),
+    two significant digits below (0.0034, not "0.00")."""
+    return "{:.2f}".format(change) if change >= 0.1 else "{:.2g}".format(change)
+
+
 def findings(result) -> List[str]:
     """The measured signals, each with the libra_d2 configs that address it."""
     out = []
@@ -452,8 +458,8 @@ def findings(result) -> List[str]:
                 (
                     ""
                     if refine is None
-                    else " Its {} refine changes the integrated feature by {:.2g} of its "
-                    "norm.".format(feature["refine"], refine)
+                    else " Its {} refine changes the integrated feature by {} of its "
+                    "norm.".format(feature["refine"], format_refine_change(refine))
                 ),
             )
         )
@@ -599,9 +605,9 @@ def write_report(result: Dict, output_dir: str) -> str:
         if feature.get("refine_change") is not None:
             lines += [
                 "",
-                "BFP's {} refine changes the integrated feature by {:.2g} of its norm "
+                "BFP's {} refine changes the integrated feature by {} of its norm "
                 "(||refine(x) - x|| / ||x||; 0 would be no refinement).".format(
-                    feature["refine"], feature["refine_change"]
+                    feature["refine"], format_refine_change(feature["refine_change"])
                 ),
             ]
     else:

@@ -12,7 +12,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 from libra_d2.analysis import diagnose
-from libra_d2.analysis.report import load_weights
+from libra_d2.analysis.report import format_refine_change, load_weights
 from libra_d2.config import add_libra_config
 
 
@@ -72,3 +72,8 @@ def test_dense_report_and_determinism(lt_shapes_tiny, tmp_path):
 def test_no_training_data_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="DATASETS.TRAIN"):
         diagnose(_cfg("faster_rcnn_R_18_FPN_tiny", "DATASETS.TRAIN", "()"), str(tmp_path))
+
+
+def test_refine_change_is_readable_near_zero_and_near_one():
+    assert format_refine_change(0.0034) == "0.0034"  # an identity-like refine is not "0.00"
+    assert format_refine_change(1.0326) == "1.03"  # a refine that replaces the feature is not "1"
