@@ -14,7 +14,7 @@ CONFIG = "configs/LT-Shapes/faster_rcnn_R_18_FPN_dense.yaml"
 OUTPUT_ROOT = "output/libra_rcnn_dense_seeds"
 RESULTS = "docs/results/libra_rcnn_dense_seeds"  # the committed copy, rewritten as rows finish
 SEEDS = (1, 2, 3)
-MINUTES_PER_ROW = 40.0
+MINUTES_PER_ROW = 15.0  # measured 2026-12-07: 14-18 min a row, two rows at a time on 2 cores
 SETTINGS = [
     ("baseline", CONFIG, []),
     ("+BFP", CONFIG, ["MODEL.BACKBONE.NAME", "build_resnet_bfp_backbone"]),
