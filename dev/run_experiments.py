@@ -200,10 +200,10 @@ def format_seed_summary(groups, results, columns, task, reference=None, referenc
         lines.append(
             "| {} - {} (paired) | {} | {} |".format(setting, ref, pairs, " | ".join(cells))
         )
-    return (
-        "\n".join(lines) + "\n\n(noise): within noise, a paired t-test at 5% cannot tell "
-        "the difference from zero. (one seed): a single pair, which cannot tell it either."
-    )
+    legend = "(noise): within noise, a paired t-test at 5% cannot tell the difference from zero."
+    if any("(one seed)" in line for line in lines):
+        legend += " (one seed): a single pair, which cannot tell it either."
+    return "\n".join(lines) + "\n\n" + legend
 
 
 def load_timings(out_root):

@@ -178,6 +178,13 @@ def test_seed_summary_of_one_paired_seed_says_so():
     results = {"base, seed 1": {"bbox": {"AP": 10.0}}, "new, seed 1": {"bbox": {"AP": 12.0}}}
     table = RUN_EXPERIMENTS["format_seed_summary"](groups, results, ["AP"], "bbox")
     assert "| new - base (paired) | 1 | +2.0 (one seed) |" in table
+    assert "(one seed): a single pair" in table
+    two = ["base, seed 1", "new, seed 1", "base, seed 2", "new, seed 2"]
+    results = {n: {"bbox": {"AP": 10.0 + len(n) + int(n[-1])}} for n in two}
+    table = RUN_EXPERIMENTS["format_seed_summary"](
+        RUN_EXPERIMENTS["by_setting"](two), results, ["AP"], "bbox"
+    )
+    assert "| new - base (paired) | 2 |" in table and "one seed" not in table
 
 
 def test_plan_counts_done_rows_and_estimates_from_timings():
