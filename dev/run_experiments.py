@@ -294,10 +294,19 @@ def checkpoint_sources(cmd, after, outputs):
     return sources
 
 
+def makespan(minutes, jobs):
+    """Minutes until rows of these durations, taken in order by ``jobs`` workers (each starts the
+    next row when it is free, as the runner's pool does), have all finished."""
+    workers = [0.0] * max(1, jobs)
+    for m in minutes:
+        workers[workers.index(min(workers))] += m
+    return max(workers)
+
+
 def format_plan(rows, done, timings, jobs, default_minutes=DEFAULT_MINUTES_PER_ROW):
     """The plan printed before a run: per setting (a row without seeds is its own setting) its
     seeds, rows done and the estimated minutes of the rest at ``jobs`` rows at a time."""
-    settings = {}
+    settings, row_minutes = {}, []
     for name, config, _, *options in rows:
         m = SEEDED.match(name)
         setting, seed = (m.group("setting"), int(m.group("seed"))) if m else (name, None)
@@ -310,9 +319,10 @@ def format_plan(rows, done, timings, jobs, default_minutes=DEFAULT_MINUTES_PER_R
             entry["todo"] += 1
             past = timings.get("setting: " + setting) or timings.get(config)
             if options and evaluated_weights(options[0]):
-                entry["minutes"] += EVAL_MINUTES
+                row_minutes.append(EVAL_MINUTES)
             else:
-                entry["minutes"] += statistics.mean(past) / 60.0 if past else default_minutes
+                row_minutes.append(statistics.mean(past) / 60.0 if past else default_minutes)
+            entry["minutes"] += row_minutes[-1]
     lines = ["| setting | seeds | done | to run | minutes to run |", "|---|---|---|---|---|"]
     for setting, e in settings.items():
         lines.append(
@@ -320,12 +330,12 @@ def format_plan(rows, done, timings, jobs, default_minutes=DEFAULT_MINUTES_PER_R
                 setting, ",".join(map(str, e["seeds"])) or "-", e["done"], e["todo"], e["minutes"]
             )
         )
-    total = sum(e["minutes"] for e in settings.values())
-    todo = sum(e["todo"] for e in settings.values())
     lines.append(
         "\nPlan: {} settings, {} rows, {} to run, about {:.0f} min with {} job(s) at a time "
         "(a setting's minutes add up its rows' wall times, each measured at that many "
-        "jobs).".format(len(settings), len(rows), todo, total / max(1, min(jobs, todo)), jobs)
+        "jobs).".format(
+            len(settings), len(rows), len(row_minutes), makespan(row_minutes, jobs), jobs
+        )
     )
     return "\n".join(lines)
 

@@ -200,11 +200,19 @@ def test_plan_counts_done_rows_and_estimates_from_timings():
     assert "| base | 1,2 | 1 | 1 | 12 |" in plan
     assert "| new | 1,2 | 0 | 2 | 20 |" in plan
     assert "| single | - | 0 | 1 | 10 |" in plan
-    assert "3 settings, 5 rows, 4 to run, about 21 min with 2 job(s)" in plan
+    # two workers take 12, 10, 10, 10 in order: 12 + 10 and 10 + 10
+    assert "3 settings, 5 rows, 4 to run, about 22 min with 2 job(s)" in plan
     # a setting's own times come before its config's
     timings["setting: base"] = [300.0]
     plan = RUN_EXPERIMENTS["format_plan"](rows, {"base, seed 1"}, timings, 2, 10.0)
     assert "| base | 1,2 | 1 | 1 | 5 |" in plan
+
+
+def test_makespan_counts_the_rows_a_worker_runs_one_after_another():
+    makespan = RUN_EXPERIMENTS["makespan"]
+    assert makespan([16.0, 16.0, 16.0], 2) == 32.0  # the third row runs alone, after the first
+    assert makespan([16.0, 16.0, 16.0], 1) == 48.0
+    assert makespan([], 2) == 0.0
 
 
 def test_timings_accumulate_per_config(tmp_path):
