@@ -177,6 +177,7 @@ def format_seed_summary(groups, results, columns, task, reference=None, referenc
         return ""
     reference = reference if reference in done else next(iter(done))
     lines = ["| setting | seeds | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 2)]
+    one_seed = False  # a paired row of a single seed was printed
     for setting, per_seed in done.items():
         cells = ["%.1f ± %.1f" % mean_sd([r[c] for r in per_seed.values()]) for c in columns]
         lines.append("| {} | {} | {} |".format(setting, len(per_seed), " | ".join(cells)))
@@ -195,13 +196,14 @@ def format_seed_summary(groups, results, columns, task, reference=None, referenc
                 cells.append("-")
             elif pairs == 1:  # no spread to test the difference against
                 cells.append("%+.1f (one seed)" % diff[0])
+                one_seed = True
             else:
                 cells.append("%+.1f ± %.1f%s" % (diff[0], diff[1], " (noise)" if diff[2] else ""))
         lines.append(
             "| {} - {} (paired) | {} | {} |".format(setting, ref, pairs, " | ".join(cells))
         )
     legend = "(noise): within noise, a paired t-test at 5% cannot tell the difference from zero."
-    if any("(one seed)" in line for line in lines):
+    if one_seed:
         legend += " (one seed): a single pair, which cannot tell it either."
     return "\n".join(lines) + "\n\n" + legend
 
