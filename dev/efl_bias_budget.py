@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """What EFL's accumulated gradient sums say about a class's classification bias, per frequency
-group, from runs' final checkpoints (RetinaNet-style heads: ``head.cls_score.bias``, ``A x K``).
+group, from runs' checkpoints (RetinaNet-style heads: ``head.cls_score.bias``, ``A x K``).
 
     python dev/efl_bias_budget.py output/efl_large_seeds/efl_s_8_seed_1 [more run folders] \
         [--checkpoint model_0000399.pth]
@@ -20,11 +20,12 @@ decay. Per group this prints:
 * ``hold``: ``lambda * sum_t sum_a |b_aj|``, the summed gradient that would keep the biases where
   they are against the decay. ``D`` near ``hold`` means the negatives hold a class's score down
   against the decay, and then ``g = pos / (pos + D)`` is far below 1 wherever ``pos << hold``;
-  ``D`` near 0 with ``hold >> pos`` means the bias merely drifted with the decay.
+  ``D`` far below ``hold`` means the bias drifted with the decay (``bias`` near ``decay only``).
 
 ``kappa = sum_t eta_t * lambda / (1 - mu)`` (printed per run) is the share of a bias the decay
-alone would remove over the run when small: on this scale a run's rare-class bias either stays
-near its init (small kappa) or must be held down by the negatives (kappa near 1 or above).
+alone would remove over the run when small. With a small kappa a rare class's bias stays near its
+init and nothing raises its scores; near 1 or above the decay pulls the bias up, the class's
+scores on its negatives rise, and so does their gradient (``neg``).
 """
 
 import argparse
