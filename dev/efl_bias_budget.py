@@ -39,6 +39,7 @@ from detectron2.solver import build_lr_scheduler
 
 from libra_d2.config import add_libra_config
 from libra_d2.data.class_frequency import training_frequency_groups
+from libra_d2.modeling.class_statistics import ClassGradientRatio
 
 GROUPS = (("r", "rare"), ("c", "common"), ("f", "frequent"))
 
@@ -56,17 +57,18 @@ def learning_rates(cfg):
 
 
 def replay_sgd(b0, gradient_per_iter, rates, weight_decay, momentum):
-    """The final value of parameters starting at ``b0`` under PyTorch's SGD (no dampening, not
-    Nesterov) with a constant gradient per iteration, and ``sum_t |b_t|``."""
-    b = b0.clone()
-    buf = None
-    abs_sum = torch.zeros_like(b)
+    """The final value of parameters starting at ``b0`` under ``torch.optim.SGD`` (the trainer's
+    optimizer) with a constant gradient per iteration and ``rates`` as the LR schedule, and
+    ``sum_t |b_t|``."""
+    param = torch.nn.Parameter(b0.clone())
+    optimizer = torch.optim.SGD([param], lr=0.0, momentum=momentum, weight_decay=weight_decay)
+    abs_sum = torch.zeros_like(b0)
     for lr in rates:
-        abs_sum += b.abs()
-        d = gradient_per_iter + weight_decay * b
-        buf = d.clone() if buf is None else momentum * buf + d
-        b = b - lr * buf
-    return b, abs_sum
+        optimizer.param_groups[0]["lr"] = lr
+        abs_sum += param.detach().abs()
+        param.grad = gradient_per_iter.clone()
+        optimizer.step()
+    return param.detach(), abs_sum
 
 
 def bias_budget(run_dir, checkpoint="model_final.pth"):
@@ -77,8 +79,11 @@ def bias_budget(run_dir, checkpoint="model_final.pth"):
     state = saved.get("model", saved)
     num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
     bias = state["head.cls_score.bias"].double().view(-1, num_classes)  # (A, K)
-    pos = state["efl.statistics.pos_grad"].double()
-    neg = state["efl.statistics.neg_grad"].double()
+    statistics = ClassGradientRatio(num_classes)
+    statistics.load_state_dict(
+        {k: state["efl.statistics." + k] for k in statistics.state_dict()}, strict=True
+    )
+    pos, neg = statistics.pos_grad.double(), statistics.neg_grad.double()
     groups = training_frequency_groups(cfg.DATASETS.TRAIN, num_classes)
     if groups is None:
         raise SystemExit(f"{run_dir}: the training datasets name no frequency groups")
@@ -114,7 +119,7 @@ def bias_budget(run_dir, checkpoint="model_final.pth"):
                 "pos": mean(pos),
                 "neg": mean(neg),
                 "D": mean(neg - pos),
-                "g": float((pos[idx] / neg[idx].clamp(min=1e-12)).clamp(max=1).mean()),
+                "g": mean(statistics.ratio),
                 "b0": float(b0[0, 0]),
                 "bias": mean(bias),
                 "decay_only": mean(decay_only),
